@@ -1,0 +1,131 @@
+"""The spectral cascade: stage 1 reconstructs n = floor(3 sqrt(N/3)) bands at equal spectral
+intervals from the RGB, stage 2 all N bands conditioned on stage 1 (Section III-B, Eq. 12)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from engine.config import BundleConfig, SamplerConfig
+from engine.diffusion.guidance import noise_predictor
+from engine.diffusion.noise import NoiseSource
+from engine.diffusion.samplers import run_sampler, sampler_timesteps
+from engine.diffusion.schedule import NoiseSchedule
+from engine.diffusion.truncation import ProgressiveTruncation
+from engine.model.unet import ConditionalUNet
+
+
+def stage_band_count(total_bands: int) -> int:
+    """Eq. 12: n = floor(3 * sqrt(N / 3)); 48 -> 12, 102 -> 17."""
+    if total_bands < 1:
+        raise ValueError("a cascade needs at least one band")
+    return int(math.floor(3 * math.sqrt(total_bands / 3) + 1e-9))
+
+
+def stage1_band_indices(total_bands: int) -> tuple:
+    """n bands sampled at equal intervals of N // n (every 4th of 48, every 6th of 102)."""
+    n = stage_band_count(total_bands)
+    step = total_bands // n
+    return tuple(i * step for i in range(n))
+
+
+@dataclass
+class CascadeOutput:
+    stage1: torch.Tensor
+    full: torch.Tensor
+    nfe: int
+    network_passes: int
+
+
+class Cascade:
+    """Two conditional diffusion stages with one schedule and one band grid."""
+
+    def __init__(self, config: BundleConfig, device: str = "cpu"):
+        self.config = config
+        self.schedule = NoiseSchedule(config.schedule)
+        n1 = config.stage1.out_channels
+        self.stage1_model = ConditionalUNet(config.stage1.unet, n1, config.stage1.cond_channels(n1))
+        self.stage2_model = ConditionalUNet(config.stage2.unet, config.band_count, config.stage2.cond_channels(n1))
+        self.device = torch.device("cpu")
+        self.to(device)
+
+    def to(self, device) -> "Cascade":
+        self.device = torch.device(device)
+        self.stage1_model.to(self.device).eval()
+        self.stage2_model.to(self.device).eval()
+        return self
+
+    def model(self, stage: int) -> ConditionalUNet:
+        return self.stage1_model if stage == 1 else self.stage2_model
+
+    def stage2_condition(self, stage1: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        kind = self.config.stage2.condition
+        if kind == "stage1":
+            return stage1
+        if kind == "stage1+rgb":
+            return torch.cat([stage1, rgb], dim=1)
+        raise ValueError(f"unknown stage-2 condition '{kind}'")
+
+    def normalisation_for(self, rgb, valid=None):
+        return self.config.normalisation.resolved(rgb, valid)
+
+    @torch.no_grad()
+    def sample_stage(self, stage: int, cond: torch.Tensor, settings: SamplerConfig, noise: NoiseSource,
+                     on_step: Optional[Callable[[int, int], None]] = None,
+                     cancel: Optional[Callable[[], bool]] = None):
+        model = self.model(stage)
+        predictor = noise_predictor(model, cond, settings.guidance)
+        truncation = ProgressiveTruncation(settings.truncation_target, settings.pdt_for_stage(stage),
+                                           self.schedule.num_timesteps, settings.truncation_scope)
+        shape = (cond.shape[0], model.out_channels, cond.shape[2], cond.shape[3])
+        return run_sampler(settings.name, predictor, self.schedule, shape,
+                           lambda step, shp: noise.draw(stage, step, shp, cond.device),
+                           settings.steps, truncation, settings.eta, on_step, cancel)
+
+    def steps_per_stage(self, settings: SamplerConfig) -> int:
+        return len(sampler_timesteps(settings.name, self.schedule, settings.steps))
+
+    @torch.no_grad()
+    def sample(self, cond_rgb: torch.Tensor, settings: SamplerConfig, noise: NoiseSource,
+               progress: Optional[Callable[[float], None]] = None,
+               cancel: Optional[Callable[[], bool]] = None) -> CascadeOutput:
+        """RGB (B, 3, H, W) in model units -> stage-1 (B, n, H, W) and full (B, N, H, W) estimates."""
+        settings.validate()
+        multiple = self.config.size_multiple
+        if cond_rgb.shape[2] % multiple or cond_rgb.shape[3] % multiple:
+            raise ValueError(f"tile size {tuple(cond_rgb.shape[2:])} is not a multiple of {multiple}")
+        cond_rgb = cond_rgb.to(self.device, torch.float32)
+        per_stage = self.steps_per_stage(settings)
+
+        def reporter(stage):
+            if progress is None:
+                return None
+            return lambda k, total: progress(((stage - 1) * per_stage + k) / (2 * per_stage))
+
+        first = self.sample_stage(1, cond_rgb, settings, noise, reporter(1), cancel)
+        second = self.sample_stage(2, self.stage2_condition(first.x0, cond_rgb), settings, noise, reporter(2), cancel)
+        return CascadeOutput(first.x0, second.x0, first.nfe + second.nfe,
+                             first.network_passes + second.network_passes)
+
+
+def make_config(name: str, wavelengths_nm, fwhm_nm=None, *, unet=None, stage2_unet=None,
+                stage2_condition: str = "stage1+rgb", **fields) -> BundleConfig:
+    """A bundle config whose stage-1 bands follow Eq. 12 on the given grid."""
+    from engine.config import StageConfig, UNetConfig, equal_spacing_fwhm
+
+    wavelengths = tuple(float(w) for w in wavelengths_nm)
+    fwhm = tuple(float(f) for f in (fwhm_nm if fwhm_nm is not None else equal_spacing_fwhm(wavelengths)))
+    unet = unet or UNetConfig()
+    config = BundleConfig(
+        name=name,
+        wavelengths_nm=wavelengths,
+        fwhm_nm=fwhm,
+        stage1=StageConfig(stage1_band_indices(len(wavelengths)), "rgb", unet),
+        stage2=StageConfig(tuple(range(len(wavelengths))), stage2_condition, stage2_unet or unet),
+        **fields,
+    )
+    config.validate()
+    return config

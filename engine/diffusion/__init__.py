@@ -1,0 +1,1 @@
+"""Noise schedule, training loss and samplers. Networks come in as arguments."""

@@ -1,0 +1,86 @@
+"""Where sampler noise comes from.
+
+A sampler asks for noise by (stage, step). ``TorchNoise`` draws it from a seeded generator.
+``PositionalNoise`` computes it from a counter-based hash of (seed, stage, step, band, global row,
+global column): two overlapping tiles receive identical noise where they overlap, whatever their
+order, batch or device, which is what makes tiled diffusion seamless.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, Tuple
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+
+
+class NoiseSource(Protocol):
+    def draw(self, stage: int, step: int, shape: Tuple[int, ...], device: torch.device) -> torch.Tensor:
+        ...
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """Chris Wellons' lowbias32 integer hash on int64 tensors holding 32-bit values."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def _mix32_int(x: int) -> int:
+    x &= _MASK32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def _uniform(bits: torch.Tensor) -> torch.Tensor:
+    # 24 bits fit a float32 mantissa exactly; the half offset keeps log() away from 0.
+    return ((bits >> 8).double() + 0.5) / float(1 << 24)
+
+
+def gaussian_field(seed: int, stream: int, channels: int, row0: int, col0: int, height: int, width: int,
+                   device: torch.device) -> torch.Tensor:
+    """Standard normal values (channels, height, width) at global pixels [row0:, col0:]."""
+    key = _mix32_int(_mix32_int(seed) ^ _mix32_int(stream + 0x9E3779B9))
+    band = torch.arange(channels, device=device, dtype=torch.int64)[:, None, None]
+    rows = torch.arange(row0, row0 + height, device=device, dtype=torch.int64)[None, :, None]
+    cols = torch.arange(col0, col0 + width, device=device, dtype=torch.int64)[None, None, :]
+    h = _mix32(_mix32(_mix32(band + key) + rows) + cols)
+    u1 = _uniform(h)
+    u2 = _uniform(_mix32(h ^ 0x68E31DA4))
+    normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
+    return normal.float()
+
+
+class PositionalNoise:
+    """Noise keyed by global pixel position; ``origins[i]`` is the (row, col) of batch item i."""
+
+    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]]):
+        self.seed = int(seed)
+        self.origins = [(int(r), int(c)) for r, c in origins]
+
+    def draw(self, stage: int, step: int, shape, device) -> torch.Tensor:
+        batch, channels, height, width = shape
+        if batch != len(self.origins):
+            raise ValueError(f"noise asked for {batch} tiles but {len(self.origins)} origins are known")
+        stream = stage * 1_000_003 + step
+        return torch.stack([
+            gaussian_field(self.seed, stream, channels, r, c, height, width, torch.device(device))
+            for r, c in self.origins
+        ])
+
+
+class TorchNoise:
+    """Noise from torch's generator, drawn on the CPU so a seed gives the same numbers on any device."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def draw(self, stage: int, step: int, shape, device) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator).to(device)

@@ -1,0 +1,206 @@
+"""The conditional noise-prediction UNet of SCDM (Section III-B-1), after improved-diffusion.
+
+The noisy image and the image condition each get their own first convolution and then run through
+the *same* encoder layers; both skip stacks are concatenated into the decoder. When the condition
+branch does not see the timestep (``UNetConfig.condition_uses_time=False``), its features can be
+computed once per tile with ``encode_condition`` and reused at every sampler step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import UNetConfig
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, as in the Transformer and DDPM."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    groups = math.gcd(32, channels)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.in_layers = nn.Sequential(_norm(in_ch), nn.SiLU(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
+        self.out_norm = _norm(out_ch)
+        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        # Zero-initialised last conv makes every block start as the identity, which keeps deep
+        # UNets trainable from step one (improved-diffusion's zero_module).
+        nn.init.zeros_(self.out_layers[-1].weight)
+        nn.init.zeros_(self.out_layers[-1].bias)
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        scale, shift = self.emb_layers(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.out_norm(h) * (1 + scale) + shift
+        return self.skip(x) + self.out_layers(h)
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        self.heads = heads if channels % heads == 0 else 1
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.proj = nn.Conv1d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x).reshape(b, c, h * w))
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).permute(1, 0, 2, 4, 3)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.permute(0, 1, 3, 2).reshape(b, c, h * w)
+        return x + self.proj(out).reshape(b, c, h, w)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class Level(nn.Module):
+    """A ResBlock optionally followed by attention: one encoder or decoder entry."""
+
+    def __init__(self, layers: List[nn.Module]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, emb)
+        return x
+
+
+class ConditionalUNet(nn.Module):
+    """eps_theta(x_t, t, c): predicts the noise in ``x_t`` given the image condition ``c``."""
+
+    def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
+        super().__init__()
+        if config.decoder_res_blocks != config.encoder_res_blocks + 1:
+            # Each decoder block consumes exactly one skip of each branch, as in improved-diffusion.
+            raise ValueError("decoder_res_blocks must equal encoder_res_blocks + 1")
+        self.config = config
+        self.out_channels = out_channels
+        self.cond_channels = cond_channels
+        base = config.base_channels
+        emb_dim = 4 * base
+        self.time_embed = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Stands in for the time embedding in a time-free condition branch.
+        self.condition_embedding = nn.Parameter(torch.zeros(emb_dim))
+
+        self.input_x = nn.Conv2d(out_channels, base, 3, padding=1)
+        self.input_c = nn.Conv2d(cond_channels, base, 3, padding=1)
+
+        self.encoder = nn.ModuleList()
+        skip_channels = [base]
+        ch = base
+        downsample = 1
+        for level, mult in enumerate(config.channel_multipliers):
+            for _ in range(config.encoder_res_blocks):
+                layers: List[nn.Module] = [ResBlock(ch, mult * base, emb_dim, config.dropout)]
+                ch = mult * base
+                if downsample in config.attention_downsample:
+                    layers.append(AttentionBlock(ch, config.attention_heads))
+                self.encoder.append(Level(layers))
+                skip_channels.append(ch)
+            if level != len(config.channel_multipliers) - 1:
+                self.encoder.append(Level([Downsample(ch)]))
+                skip_channels.append(ch)
+                downsample *= 2
+
+        # The bottleneck sees both branches' deepest features side by side.
+        self.middle = Level([
+            ResBlock(2 * ch, ch, emb_dim, config.dropout),
+            AttentionBlock(ch, config.attention_heads),
+            ResBlock(ch, ch, emb_dim, config.dropout),
+        ])
+
+        self.decoder = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_multipliers))):
+            for i in range(config.decoder_res_blocks):
+                skip = skip_channels.pop()
+                layers = [ResBlock(ch + 2 * skip, mult * base, emb_dim, config.dropout)]
+                ch = mult * base
+                if downsample in config.attention_downsample:
+                    layers.append(AttentionBlock(ch, config.attention_heads))
+                if level and i == config.decoder_res_blocks - 1:
+                    layers.append(Upsample(ch))
+                    downsample //= 2
+                self.decoder.append(Level(layers))
+        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> List[torch.Tensor]:
+        features = [h]
+        for level in self.encoder:
+            h = level(h, emb)
+            features.append(h)
+        return features
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        return self.time_embed(timestep_embedding(t, self.config.base_channels))
+
+    def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """Features of the condition branch; ``t`` is needed only when the branch sees time."""
+        if self.config.condition_uses_time:
+            if t is None:
+                raise ValueError("this network's condition branch depends on t: pass t")
+            emb = self.time_embedding(t)
+        else:
+            emb = self.condition_embedding.expand(cond.shape[0], -1)
+        return self._encode(self.input_c(cond), emb)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: Optional[torch.Tensor] = None,
+        cond_features: Optional[List[torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        emb = self.time_embedding(t)
+        if cond_features is None:
+            if cond is None:
+                raise ValueError("pass the condition image or its precomputed features")
+            cond_features = self.encode_condition(cond, t)
+        x_features = self._encode(self.input_x(x_t), emb)
+        h = self.middle(torch.cat([x_features[-1], cond_features[-1]], dim=1), emb)
+        x_skips, c_skips = list(x_features), list(cond_features)
+        for level in self.decoder:
+            h = level(torch.cat([h, x_skips.pop(), c_skips.pop()], dim=1), emb)
+        return self.out(h)

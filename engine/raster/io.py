@@ -1,0 +1,425 @@
+"""Raster input and output for the inference pipeline.
+
+Input: any raster GDAL can open; three of its bands (1-based, chosen by the user) are the red,
+green and blue channels. They are read window by window as float32 together with a validity mask
+that combines everything GDAL knows about invalid pixels (the nodata value, an internal or
+sidecar mask, an alpha band: ``read_masks``) and non-finite values (NaN, inf).
+
+Output: tiled (256 x 256), DEFLATE-compressed (floating-point predictor), BigTIFF-when-needed
+float32 GeoTIFFs with the input's CRS, geotransform (rotation and shear terms included) or GCPs,
+size and nodata, and the spectral metadata conventions GDAL, QGIS, ENVI and the EnMAP-Box read:
+
+- per band, default domain: ``wavelength`` (nm), ``wavelength_units=Nanometers``, ``fwhm`` (nm);
+- per band, ``IMAGERY`` domain (GDAL's RFC 100 convention): ``CENTRAL_WAVELENGTH_UM``, ``FWHM_UM``;
+- per band description ``Band 12 (550.0 nm)``;
+- dataset ``ENVI`` domain: ``wavelength``, ``fwhm`` as ``{v1, v2, ...}`` and ``wavelength_units``.
+
+Nodata of the output: the input's nodata value when float32 represents it exactly (it is then
+converted), NaN when the input has a nodata value float32 cannot hold, or has none but can still
+mark pixels invalid (an alpha band, a mask, a floating-point type that may hold NaN); no nodata
+at all when every input pixel is necessarily valid (an integer raster without nodata or mask).
+
+``BlockWriter`` assembles finished pixels into whole output blocks and writes each block once, so
+compressed blocks are never rewritten; blocks that wait long (the block row straddling the
+boundary between processed and unprocessed tile rows) are spilled to an anonymous scratch file
+once the in-memory budget is exceeded, which keeps memory bounded for any raster width.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from engine.errors import InputError
+
+BLOCK_SIZE = 256
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64", "float32", "float64")
+
+
+# ----------------------------------------------------------------------------------------------
+# input
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the pipeline needs to know about an input raster (read once, file closed)."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    bands: Tuple[int, int, int]
+    dtype: str
+    crs: Optional[object]
+    transform: object
+    nodata: Optional[float]
+    gcps: Tuple[list, Optional[object]]
+    can_be_invalid: bool
+    descriptions: Tuple[Optional[str], ...] = field(default=())
+
+
+def parse_bands(bands) -> Tuple[int, ...]:
+    """``"1,2,3"`` or a sequence of ints -> tuple of ints (no range check yet)."""
+    if isinstance(bands, str):
+        parts = [p.strip() for p in bands.split(",") if p.strip()]
+        try:
+            return tuple(int(p) for p in parts)
+        except ValueError:
+            raise InputError(f"cannot read band list '{bands}': give 1-based band numbers such as 1,2,3") from None
+    try:
+        return tuple(int(b) for b in bands)
+    except (TypeError, ValueError):
+        raise InputError(f"cannot read band list {bands!r}: give 1-based band numbers such as (1, 2, 3)") from None
+
+
+def inspect_input(path, bands=(1, 2, 3), expected_bands: int = 3) -> InputInfo:
+    """Open ``path``, check it can feed the model, and describe it; raises ``InputError``."""
+    path = str(path)
+    bands = parse_bands(bands)
+    if not os.path.exists(path):
+        raise InputError(f"input raster '{path}' does not exist: check the path")
+    if os.path.isdir(path):
+        raise InputError(f"input '{path}' is a folder, not a raster file: give the path of a GeoTIFF or other GDAL raster")
+    try:
+        src = rasterio.open(path)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputError(f"cannot read '{path}' as a raster ({exc}): give a GeoTIFF or another format GDAL opens") from None
+    with src:
+        count = src.count
+        if count < 3:
+            raise InputError(
+                f"'{path}' has {count} band{'s' if count != 1 else ''}; the model needs an RGB image: "
+                "give a raster with at least three bands (red, green, blue)")
+        if len(bands) != expected_bands:
+            raise InputError(
+                f"the model takes {expected_bands} input bands (red, green, blue) but {len(bands)} band numbers "
+                f"were given ({', '.join(map(str, bands))}): give exactly {expected_bands}, e.g. --bands 1,2,3")
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise InputError(
+                f"band number{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} out of range: '{path}' has bands "
+                f"1 to {count}; choose the red, green and blue bands among them (e.g. --bands 1,2,3)")
+        if len(set(bands)) != len(bands):
+            raise InputError(f"band numbers {bands} repeat a band: give three different bands for red, green and blue")
+        dtypes = {src.dtypes[b - 1] for b in bands}
+        unsupported = sorted(d for d in dtypes if d not in SUPPORTED_DTYPES)
+        if unsupported:
+            raise InputError(f"'{path}' holds {', '.join(unsupported)} pixels, which the model cannot use: "
+                             "convert the bands to an integer or floating-point type (e.g. gdal_translate -ot Float32)")
+        dtype = src.dtypes[bands[0] - 1] if len(dtypes) == 1 else "float64"
+        flags = [set(src.mask_flag_enums[b - 1]) for b in bands]
+        all_valid = all(f == {MaskFlags.all_valid} for f in flags)
+        floating = any(np.issubdtype(np.dtype(src.dtypes[b - 1]), np.floating) for b in bands)
+        return InputInfo(
+            path=path, width=src.width, height=src.height, count=count, bands=tuple(bands), dtype=dtype,
+            crs=src.crs, transform=src.transform, nodata=src.nodata,
+            gcps=src.gcps if src.gcps and src.gcps[0] else ([], None),
+            can_be_invalid=not all_valid or floating or src.nodata is not None,
+            descriptions=tuple(src.descriptions),
+        )
+
+
+class RGBReader:
+    """Reads the chosen bands of an input raster as float32 with a validity mask."""
+
+    def __init__(self, info: InputInfo):
+        self.info = info
+        self.src = rasterio.open(info.path)
+
+    def close(self) -> None:
+        self.src.close()
+
+    def __enter__(self) -> "RGBReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _finish(self, data: np.ndarray, masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        rgb = data.astype(np.float32, copy=False)
+        valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(rgb), axis=0)
+        return rgb, valid
+
+    def read(self, row_off: int, col_off: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+        """RGB (3, height, width) float32 and validity (height, width) bool of one window."""
+        window = Window(col_off, row_off, width, height)
+        data = self.src.read(self.info.bands, window=window)
+        masks = self.src.read_masks(self.info.bands, window=window)
+        return self._finish(data, masks)
+
+    def read_overview(self, max_pixels: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
+        """A nearest-neighbour decimated read of the whole raster with at most ~``max_pixels`` pixels.
+
+        Used once per raster for statistics (normalisation, fill value), never per tile.
+        """
+        h, w = self.info.height, self.info.width
+        factor = max(1.0, math.sqrt(h * w / max_pixels))
+        out_h, out_w = max(1, int(round(h / factor))), max(1, int(round(w / factor)))
+        data = self.src.read(self.info.bands, out_shape=(3, out_h, out_w), resampling=Resampling.nearest)
+        masks = self.src.read_masks(self.info.bands, out_shape=(3, out_h, out_w), resampling=Resampling.nearest)
+        return self._finish(data, masks)
+
+
+# ----------------------------------------------------------------------------------------------
+# output
+
+
+def output_nodata(info: InputInfo) -> Optional[float]:
+    """The output's nodata value (see the module docstring)."""
+    if info.nodata is not None:
+        value = float(info.nodata)
+        if math.isnan(value):
+            return float("nan")
+        if math.isfinite(value) and float(np.float32(value)) == value:
+            return value
+        return float("nan")
+    return float("nan") if info.can_be_invalid else None
+
+
+def check_output_path(path, input_path=None) -> Path:
+    """Check an output path can be written; raises ``InputError`` naming the problem and the fix."""
+    if path is None or str(path) == "":
+        raise InputError("no output path given: name the GeoTIFF to write")
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise InputError(f"output '{out}' is a folder: give a file name such as {out / 'result.tif'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.exists():
+        raise InputError(f"the output folder '{folder}' does not exist: create it or choose another output path")
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is not a folder: choose an output path inside an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"the output folder '{folder}' is read-only: choose a folder you can write to")
+    if input_path is not None and out.exists():
+        try:
+            if out.resolve() == Path(input_path).resolve() or out.samefile(input_path):
+                raise InputError(f"output '{out}' is the input raster: choose another output path")
+        except OSError:
+            pass
+    return out
+
+
+def partial_path(dest: Path) -> Path:
+    """Create (empty) and return a unique temporary file beside ``dest``: ``.<name>.partial-XXXX.tif``."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.partial-", suffix=".tif", dir=str(dest.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write in the output folder '{dest.parent}' ({exc.strerror}): "
+                         "choose a folder you can write to") from None
+    os.close(fd)
+    # mkstemp makes the file private (0600); the result should get the usual permissions.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(name, 0o666 & ~mask)
+    return Path(name)
+
+
+def envi_list(values: Sequence[float], digits: int = 4) -> str:
+    return "{" + ", ".join(f"{v:.{digits}f}".rstrip("0").rstrip(".") for v in values) + "}"
+
+
+def format_nm(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def format_um(value_nm: float) -> str:
+    return f"{value_nm / 1000.0:.7f}".rstrip("0").rstrip(".")
+
+
+def open_output(path: Path, info: InputInfo, count: int, nodata: Optional[float]):
+    """Create the float32 output GeoTIFF at ``path`` with the input's georeferencing."""
+    profile = dict(
+        driver="GTiff", width=info.width, height=info.height, count=count, dtype="float32",
+        crs=info.crs, transform=info.transform, nodata=nodata,
+        tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, interleave="band",
+        compress="deflate", predictor=3, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
+    )
+    if info.gcps[0]:
+        profile.pop("transform")
+    dst = rasterio.open(str(path), "w", **profile)
+    if info.gcps[0]:
+        dst.gcps = info.gcps
+    return dst
+
+
+def write_spectral_metadata(dst, wavelengths_nm: Sequence[float], fwhm_nm: Optional[Sequence[float]],
+                            tags: Optional[dict] = None) -> None:
+    """Write per-band and dataset-level spectral metadata (see the module docstring)."""
+    wavelengths = [float(w) for w in wavelengths_nm]
+    if len(wavelengths) != dst.count:
+        raise ValueError(f"{len(wavelengths)} wavelengths for {dst.count} bands")
+    fwhms = [float(f) for f in fwhm_nm] if fwhm_nm is not None else None
+    for b, wl in enumerate(wavelengths, start=1):
+        band_tags = {"wavelength": format_nm(wl), "wavelength_units": "Nanometers"}
+        imagery = {"CENTRAL_WAVELENGTH_UM": format_um(wl)}
+        if fwhms is not None:
+            band_tags["fwhm"] = format_nm(fwhms[b - 1])
+            imagery["FWHM_UM"] = format_um(fwhms[b - 1])
+        dst.update_tags(b, **band_tags)
+        dst.update_tags(b, ns="IMAGERY", **imagery)
+        dst.set_band_description(b, f"Band {b} ({wl:.1f} nm)")
+    envi = {"wavelength": envi_list(wavelengths), "wavelength_units": "Nanometers", "bands": str(len(wavelengths))}
+    if fwhms is not None:
+        envi["fwhm"] = envi_list(fwhms)
+    dst.update_tags(ns="ENVI", **envi)
+    if tags:
+        dst.update_tags(**{k: str(v) for k, v in tags.items()})
+
+
+def remove_quietly(path) -> None:
+    for p in (Path(path), Path(str(path) + ".aux.xml")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# block assembly
+
+
+@dataclass
+class OutputTarget:
+    """One output file fed from a slice of the assembled channels."""
+
+    dataset: object
+    channels: slice
+
+
+class _Block:
+    __slots__ = ("row_off", "col_off", "height", "width", "data", "filled", "slot")
+
+    def __init__(self, row_off, col_off, height, width):
+        self.row_off, self.col_off, self.height, self.width = row_off, col_off, height, width
+        self.data: Optional[np.ndarray] = None
+        self.filled = 0
+        self.slot: Optional[int] = None
+
+
+class BlockWriter:
+    """Collects finished pixels (disjoint rectangles, any order) and writes whole output blocks.
+
+    ``put(row, col, values)`` stores a (channels, h, w) float32 rectangle of final values; a block is
+    written to every target as soon as all its pixels have arrived, then forgotten. While more than
+    ``memory_bytes`` of incomplete blocks are held, the least recently touched ones go to an
+    anonymous scratch file (unlinked at creation, so it never outlives the process) and come back
+    when their next pixels arrive.
+    """
+
+    def __init__(self, targets: Sequence[OutputTarget], height: int, width: int, channels: int,
+                 block: int = BLOCK_SIZE, memory_bytes: int = 256 << 20, scratch_dir: Optional[str] = None):
+        self.targets = list(targets)
+        self.height, self.width, self.channels, self.block = height, width, channels, block
+        self.memory_bytes = memory_bytes
+        self.scratch_dir = scratch_dir
+        self._blocks: "OrderedDict[Tuple[int, int], _Block]" = OrderedDict()
+        self._held_bytes = 0
+        self._scratch = None
+        self._free_slots: List[int] = []
+        self._next_slot = 0
+        self.blocks_written = 0
+        self.spilled = 0
+        self.peak_held_bytes = 0
+
+    @property
+    def slot_bytes(self) -> int:
+        return self.channels * self.block * self.block * 4
+
+    def put(self, row_off: int, col_off: int, values: np.ndarray) -> None:
+        c, h, w = values.shape
+        if c != self.channels:
+            raise ValueError(f"expected {self.channels} channels, got {c}")
+        b = self.block
+        for bi in range(row_off // b, (row_off + h - 1) // b + 1):
+            for bj in range(col_off // b, (col_off + w - 1) // b + 1):
+                blk = self._get(bi, bj)
+                r0, r1 = max(row_off, blk.row_off), min(row_off + h, blk.row_off + blk.height)
+                c0, c1 = max(col_off, blk.col_off), min(col_off + w, blk.col_off + blk.width)
+                blk.data[:, r0 - blk.row_off:r1 - blk.row_off, c0 - blk.col_off:c1 - blk.col_off] = \
+                    values[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off]
+                blk.filled += (r1 - r0) * (c1 - c0)
+                if blk.filled == blk.height * blk.width:
+                    self._write(blk)
+                    del self._blocks[(bi, bj)]
+                    self._held_bytes -= blk.data.nbytes
+                    blk.data = None
+        self._spill_if_needed()
+
+    def _get(self, bi: int, bj: int) -> _Block:
+        key = (bi, bj)
+        blk = self._blocks.get(key)
+        if blk is None:
+            r0, c0 = bi * self.block, bj * self.block
+            blk = _Block(r0, c0, min(self.block, self.height - r0), min(self.block, self.width - c0))
+            blk.data = np.empty((self.channels, blk.height, blk.width), dtype=np.float32)
+            self._held_bytes += blk.data.nbytes
+            self._blocks[key] = blk
+        else:
+            self._blocks.move_to_end(key)
+            if blk.data is None:
+                self._load(blk)
+        self.peak_held_bytes = max(self.peak_held_bytes, self._held_bytes)
+        return blk
+
+    def _write(self, blk: _Block) -> None:
+        window = Window(blk.col_off, blk.row_off, blk.width, blk.height)
+        for target in self.targets:
+            target.dataset.write(blk.data[target.channels], window=window)
+        if blk.slot is not None:
+            self._free_slots.append(blk.slot)
+            blk.slot = None
+        self.blocks_written += 1
+
+    def _spill_if_needed(self) -> None:
+        if self._held_bytes <= self.memory_bytes:
+            return
+        for key in list(self._blocks):
+            if self._held_bytes <= self.memory_bytes // 2:
+                break
+            blk = self._blocks[key]
+            if blk.data is None:
+                continue
+            self._store(blk)
+
+    def _store(self, blk: _Block) -> None:
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryFile(dir=self.scratch_dir, prefix=".scdm-scratch-")
+        if blk.slot is None:
+            blk.slot = self._free_slots.pop() if self._free_slots else self._next_slot
+            if blk.slot == self._next_slot:
+                self._next_slot += 1
+        os.pwrite(self._scratch.fileno(), np.ascontiguousarray(blk.data).data, blk.slot * self.slot_bytes)
+        self._held_bytes -= blk.data.nbytes
+        blk.data = None
+        self.spilled += 1
+
+    def _load(self, blk: _Block) -> None:
+        shape = (self.channels, blk.height, blk.width)
+        nbytes = int(np.prod(shape)) * 4
+        raw = os.pread(self._scratch.fileno(), nbytes, blk.slot * self.slot_bytes)
+        blk.data = np.frombuffer(bytearray(raw), dtype=np.float32).reshape(shape)
+        self._held_bytes += blk.data.nbytes
+
+    @property
+    def pending(self) -> int:
+        return len(self._blocks)
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch = None
+        self._blocks.clear()
+        self._held_bytes = 0

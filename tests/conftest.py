@@ -1,0 +1,52 @@
+"""Shared fixtures: paths to the shared data and tiny random-weight model bundles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def tiny_unet():
+    from engine.config import UNetConfig
+
+    return UNetConfig(base_channels=8, channel_multipliers=(1, 2), encoder_res_blocks=1,
+                      decoder_res_blocks=2, attention_downsample=(2,), attention_heads=2)
+
+
+def make_tiny_bundle(folder: Path, seed: int = 0, **fields) -> Path:
+    """A 48-band cascade (12 stage-1 bands) with random weights, small enough for any test."""
+    import torch
+
+    from engine.bundle import save_bundle
+    from engine.cascade import Cascade, make_config
+    from engine.config import Normalisation, SamplerConfig, houston_grid
+
+    torch.manual_seed(seed)
+    fields.setdefault("normalisation", Normalisation(kind="rgb_percentile", percentile=99.0, target=1.0))
+    fields.setdefault("sampler", SamplerConfig(name="ddim", steps=2, guidance=1.0))
+    config = make_config("tiny-test", houston_grid(), unet=tiny_unet(), **fields)
+    cascade = Cascade(config)
+    # Random non-zero output layers, so an untrained bundle still produces spatially varying output.
+    for stage in (1, 2):
+        out = cascade.model(stage).out[-1]
+        torch.nn.init.normal_(out.weight, std=0.05)
+    return save_bundle(cascade, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

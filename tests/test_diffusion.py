@@ -1,0 +1,166 @@
+"""Closed-form checks of the schedule, loss, guidance, truncation and samplers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ScheduleConfig
+from engine.diffusion.guidance import icmg_combine
+from engine.diffusion.losses import spectral_angle_loss
+from engine.diffusion.noise import PositionalNoise, TorchNoise, gaussian_field
+from engine.diffusion.samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample
+from engine.diffusion.schedule import NoiseSchedule
+from engine.diffusion.truncation import ProgressiveTruncation, pdt_percentile, percentile_clamp
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return NoiseSchedule(ScheduleConfig())
+
+
+def test_q_sample_moments_match_closed_form(schedule):
+    torch.manual_seed(0)
+    x0 = torch.full((200_000,), 0.7)
+    t = torch.full((200_000,), 400)
+    xt = schedule.q_sample(x0, t, torch.randn_like(x0))
+    ab = float(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[400])
+    assert xt.mean().item() == pytest.approx(math.sqrt(ab) * 0.7, abs=5e-3)
+    assert xt.var().item() == pytest.approx(1 - ab, rel=2e-2)
+    mean, var = schedule.q_mean_variance(x0[:1], t[:1])
+    assert mean.item() == pytest.approx(math.sqrt(ab) * 0.7, rel=1e-5)
+    assert var.item() == pytest.approx(1 - ab, rel=1e-5)
+
+
+def test_posterior_matches_bayes_rule(schedule):
+    # q(x_{t-1}|x_t,x_0) from q(x_{t-1}|x_0) * q(x_t|x_{t-1}), both Gaussian, solved in closed form.
+    t = 300
+    betas = np.linspace(1e-4, 0.02, 1000)
+    ab = np.cumprod(1 - betas)
+    a_t, ab_prev = 1 - betas[t], ab[t - 1]
+    x0, xt = 0.3, -1.2
+    prec = 1 / (1 - ab_prev) + a_t / betas[t]
+    mean = (math.sqrt(ab_prev) * x0 / (1 - ab_prev) + math.sqrt(a_t) * xt / betas[t]) / prec
+    m, v = schedule.q_posterior(torch.tensor([x0]), torch.tensor([xt]), torch.tensor([t]))
+    assert m.item() == pytest.approx(mean, rel=1e-5)
+    assert v.item() == pytest.approx(1 / prec, rel=1e-5)
+
+
+def test_x0_eps_round_trip(schedule):
+    x0 = torch.randn(2, 5, 4, 4)
+    eps = torch.randn_like(x0)
+    t = torch.tensor([10, 900])
+    xt = schedule.q_sample(x0, t, eps)
+    assert torch.allclose(schedule.predict_x0(xt, t, eps), x0, atol=1e-4)
+    assert torch.allclose(schedule.predict_eps(xt, t, x0), eps, atol=1e-4)
+
+
+def test_cosine_schedule_is_monotone():
+    s = NoiseSchedule(ScheduleConfig(kind="cosine"))
+    ab = s.alphas_cumprod.numpy()
+    assert np.all(np.diff(ab) < 0) and ab[0] > 0.999 and ab[-1] < 1e-3
+
+
+def test_pdt_percentile_is_linear_from_p_T_to_one():
+    assert pdt_percentile(999, 1000, 0.88) == pytest.approx(0.88)
+    assert pdt_percentile(-1, 1000, 0.88) == pytest.approx(1.0)
+    assert pdt_percentile(499, 1000, 0.9) == pytest.approx(0.95)
+
+
+def test_percentile_clamp_on_known_tensor():
+    values = torch.arange(-10, 11, dtype=torch.float32).reshape(1, 21, 1, 1)  # |v| = 0..10
+    out = percentile_clamp(values, 0.9, "sample")
+    tau = np.quantile(np.abs(np.arange(-10, 11)), 0.9)  # 9.0
+    assert out.abs().max().item() == pytest.approx(tau)
+    small = torch.tensor([[0.2, -0.5, 3.0]]).reshape(1, 3, 1, 1)
+    # the 0.5-quantile of |v| is 0.5 < 1, so the threshold stays at 1
+    assert torch.equal(percentile_clamp(small, 0.5, "sample"), torch.tensor([0.2, -0.5, 1.0]).reshape(1, 3, 1, 1))
+
+
+def test_pixel_scope_clamps_each_spectrum_separately():
+    v = torch.zeros(1, 4, 1, 2)
+    v[0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    v[0, :, 0, 1] = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    out = percentile_clamp(v, 2 / 3, "pixel")
+    assert out[0, :, 0, 0].max().item() == pytest.approx(3.0)
+    assert out[0, :, 0, 1].max().item() == pytest.approx(30.0)
+
+
+def test_icmg_combination():
+    c, u = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 3.0])
+    assert torch.allclose(icmg_combine(c, u, 2.0), torch.tensor([2.0, 0.0]))
+    assert torch.equal(icmg_combine(c, u, 0.0), c)
+
+
+def test_sam_loss_of_proportional_spectra_is_zero():
+    x = torch.rand(2, 6, 3, 3) + 0.1
+    assert spectral_angle_loss(x, 3.5 * x).item() == pytest.approx(0.0, abs=1e-6)
+    y = torch.zeros(1, 2, 1, 1)
+    y[0, 0] = 1
+    z = torch.zeros(1, 2, 1, 1)
+    z[0, 1] = 1
+    assert spectral_angle_loss(y, z).item() == pytest.approx(1.0)
+
+
+def test_positional_noise_agrees_on_overlaps_and_is_standard_normal():
+    big = gaussian_field(5, 3, 2, 0, 0, 64, 64, torch.device("cpu"))
+    tiles = PositionalNoise(5, [(0, 0), (16, 24)]).draw(0, 3, (2, 2, 32, 32), "cpu")
+    assert torch.equal(tiles[0], big[:, :32, :32])
+    assert torch.equal(tiles[1], big[:, 16:48, 24:56])
+    field = gaussian_field(1, 0, 8, 0, 0, 256, 256, torch.device("cpu"))
+    assert abs(field.mean().item()) < 0.01 and abs(field.std().item() - 1) < 0.01
+    other_step = gaussian_field(1, 1, 8, 0, 0, 256, 256, torch.device("cpu"))
+    assert abs(torch.corrcoef(torch.stack([field.flatten(), other_step.flatten()]))[0, 1].item()) < 0.01
+
+
+# --- samplers on a Gaussian data set whose exact noise predictor is known --------------------------
+MU, SIGMA = 0.8, 0.5
+
+
+def exact_eps(schedule):
+    """For x0 ~ N(MU, SIGMA^2): E[eps | x_t] = sqrt(1-ab) (x_t - sqrt(ab) MU) / (ab SIGMA^2 + 1 - ab)."""
+    def predict(x, t):
+        ab = schedule.alpha_bar(int(t))
+        return math.sqrt(1 - ab) * (x - math.sqrt(ab) * MU) / (ab * SIGMA ** 2 + 1 - ab)
+    return predict
+
+
+def _noise(seed):
+    source = TorchNoise(seed)
+    return lambda step, shape: source.draw(0, step, shape, "cpu")
+
+
+def _check_moments(x, tol_mean=0.02, tol_std=0.03):
+    assert x.mean().item() == pytest.approx(MU, abs=tol_mean)
+    assert x.std().item() == pytest.approx(SIGMA, abs=tol_std)
+
+
+def test_ddpm_reaches_data_distribution(schedule):
+    result = ddpm_sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(0))
+    assert result.nfe == 1000
+    _check_moments(result.x0)
+
+
+@pytest.mark.parametrize("steps", [100, 50])
+def test_ddim_reaches_data_distribution(schedule, steps):
+    result = ddim_sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(1), steps)
+    assert result.nfe == steps
+    _check_moments(result.x0)
+
+
+@pytest.mark.parametrize("steps", [20, 10])
+def test_dpmpp_2m_reaches_data_distribution(schedule, steps):
+    result = dpmpp_2m_sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(2), steps)
+    assert result.nfe == steps
+    _check_moments(result.x0)
+
+
+def test_truncation_with_threshold_floor_one_leaves_unit_scale_data_alone(schedule):
+    # Data within [-1, 1]: x0 clamping at max(quantile, 1) never binds at the end of sampling.
+    trunc = ProgressiveTruncation("x0", 0.9, schedule.num_timesteps)
+    plain = ddim_sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), 20)
+    clamped = ddim_sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), 20, trunc)
+    assert clamped.x0.abs().max() <= max(plain.x0.abs().max(), 1.0) + 1e-6
