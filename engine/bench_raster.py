@@ -26,15 +26,19 @@ from pathlib import Path
 
 
 def tiny_cascade(seed: int = 0):
-    """A 48-band cascade (12 stage-1 bands) with small random weights, as the tests use."""
+    """A 48-band cascade (12 stage-1 bands) with small random weights.
+
+    Five levels put the bottleneck's attention at 1/16 resolution (1024 positions for a 512 tile),
+    as the paper's network does; attention at full or half resolution would need gigabytes per tile.
+    """
     import torch
 
     from engine.cascade import Cascade, make_config
     from engine.config import Normalisation, SamplerConfig, UNetConfig, houston_grid
 
     torch.manual_seed(seed)
-    unet = UNetConfig(base_channels=8, channel_multipliers=(1, 2), encoder_res_blocks=1,
-                      decoder_res_blocks=2, attention_downsample=(2,), attention_heads=2)
+    unet = UNetConfig(base_channels=8, channel_multipliers=(1, 1, 2, 2, 2), encoder_res_blocks=1,
+                      decoder_res_blocks=2, attention_downsample=(16,), attention_heads=2)
     config = make_config("bench-tiny", houston_grid(), unet=unet,
                          normalisation=Normalisation(kind="rgb_percentile", percentile=99.0, target=1.0),
                          sampler=SamplerConfig(name="ddim", steps=1, guidance=0.0, pdt_stage1=None, pdt_stage2=None))
@@ -44,20 +48,22 @@ def tiny_cascade(seed: int = 0):
     return cascade
 
 
-def make_input(path: str, size: int, rows_per_write: int = 256) -> None:
-    """A synthetic uint16 RGB GeoTIFF, written window by window (memory ~ one window)."""
+def make_input(path: str, size: int, height: int = None, rows_per_write: int = 256) -> None:
+    """A synthetic uint16 RGB GeoTIFF, ``size`` wide and ``height`` (default ``size``) tall, written
+    window by window (memory ~ one window)."""
+    height = size if height is None else height
     import numpy as np
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint16", crs="EPSG:32633",
+    profile = dict(driver="GTiff", width=size, height=height, count=3, dtype="uint16", crs="EPSG:32633",
                    transform=from_origin(300000.0, 5800000.0, 1.0, 1.0), tiled=True, blockxsize=256,
                    blockysize=256, compress="deflate", predictor=2, bigtiff="IF_SAFER", nodata=0)
     cols = np.arange(size, dtype=np.float32)[None, :]
     with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path, "w", **profile) as dst:
-        for r in range(0, size, rows_per_write):
-            h = min(rows_per_write, size - r)
+        for r in range(0, height, rows_per_write):
+            h = min(rows_per_write, height - r)
             rows = np.arange(r, r + h, dtype=np.float32)[:, None]
             base = 2000 + 900 * np.sin(cols / 211.0) * np.cos(rows / 173.0)
             texture = 300 * np.sin((cols + 2 * rows) / 23.0)
@@ -74,15 +80,26 @@ def run_child(input_path: str, output_path: str, tile: int, overlap: int, batch:
     cascade = tiny_cascade()
     before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
+    last = [0.0]
+
+    def progress(fraction, message):
+        now = time.perf_counter()
+        if now - last[0] > 30 or fraction >= 1.0:
+            last[0] = now
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"  {100 * fraction:5.1f}% {message}  {now - started:7.1f} s  peak RSS {rss:.0f} MB",
+                  file=sys.stderr, flush=True)
+
     report = infer_raster(input_path, output_path, model=cascade, tile=tile, overlap=overlap,
                           sampler="ddim", steps=1, guidance=0.0, pdt=("off", "off"), seed=0,
-                          device=device, batch=batch)
+                          device=device, batch=batch, progress=progress)
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "size": report.width, "tiles": report.tiles, "tile": tile, "overlap": overlap, "batch": report.batch,
+        "width": report.width, "height": report.height, "tiles": report.tiles, "tile": tile, "overlap": overlap, "batch": report.batch,
         "device": report.device, "bands": report.bands, "seconds": round(seconds, 2),
-        "megapixels_per_second": round(report.width * report.height / 1e6 / seconds, 3),
+        "megapixels_per_second": round(report.width * report.height / 1e6 / seconds, 4),
+        "seconds_per_tile": round(seconds / max(1, report.tiles_run), 3),
         "peak_rss_mb": round(peak_kb / 1024, 1), "rss_before_inference_mb": round(before_kb / 1024, 1),
         "output_gb": round(os.path.getsize(output_path) / 1e9, 3),
         "network_passes": report.network_passes, "peak_open_cell_mb": round(report.extra["peak_open_cell_bytes"] / 2**20, 1),
@@ -94,6 +111,9 @@ def run_child(input_path: str, output_path: str, tile: int, overlap: int, batch:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.bench_raster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, action="append", help="raster side in pixels (repeatable; default 4096 and 16384)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="raster height (default: the size); memory depends on the width, so a full-width "
+                             "strip shows a big raster's peak in a fraction of its time")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1)
@@ -103,11 +123,11 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-mb", type=float, default=1536.0, help="peak RSS bound to check (MB)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
-    parser.add_argument("--make-input", nargs=2, metavar=("PATH", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--make-input", nargs=3, metavar=("PATH", "WIDTH", "HEIGHT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.make_input:
-        make_input(args.make_input[0], int(args.make_input[1]))
+        make_input(args.make_input[0], int(args.make_input[1]), int(args.make_input[2]))
         return 0
     if args.child:
         print(json.dumps(run_child(args.child[0], args.child[1], args.tile, args.overlap, args.batch, args.device)))
@@ -121,20 +141,22 @@ def main(argv=None) -> int:
     results = []
     try:
         for size in sizes:
-            src, out = work / f"rgb_{size}.tif", work / f"hsi_{size}.tif"
+            height = args.height or size
+            src, out = work / f"rgb_{size}x{height}.tif", work / f"hsi_{size}x{height}.tif"
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "engine.bench_raster", "--make-input", str(src), str(size)],
-                           check=True, env=env, cwd=root)
+            subprocess.run([sys.executable, "-m", "engine.bench_raster", "--make-input", str(src), str(size),
+                            str(height)], check=True, env=env, cwd=root)
             print(f"[{size}] input written in {time.perf_counter() - t0:.1f} s ({src.stat().st_size / 1e6:.0f} MB)",
                   flush=True)
             child = subprocess.run([sys.executable, "-m", "engine.bench_raster", "--child", str(src), str(out),
                                     "--tile", str(args.tile), "--overlap", str(args.overlap),
                                     "--batch", str(args.batch), "--device", args.device],
                                    check=True, env=env, cwd=root, stdout=subprocess.PIPE, text=True)
+            # (the child's progress lines go to stderr, straight through)
             result = json.loads(child.stdout.strip().splitlines()[-1])
             result["within_limit"] = result["peak_rss_mb"] < args.limit_mb
             results.append(result)
-            print(f"[{size}] {size} x {size} px, {result['tiles']} tiles of {args.tile}, {result['bands']} bands, "
+            print(f"[{size}] {size} x {height} px, {result['tiles']} tiles of {args.tile}, {result['bands']} bands, "
                   f"device {result['device']}: {result['seconds']} s, {result['megapixels_per_second']} MPix/s, "
                   f"peak RSS {result['peak_rss_mb']} MB (before inference {result['rss_before_inference_mb']} MB), "
                   f"output {result['output_gb']} GB", flush=True)

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Union
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -93,12 +92,3 @@ def load_bundle(folder: Union[str, Path], device: str = "cpu") -> Cascade:
             raise BundleError(f"{weights} does not match {CONFIG_NAME} for stage {stage} ({first_line}); "
                               "the weights and config come from different models") from exc
     return cascade.to(device)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """"auto" picks the first CUDA GPU when torch sees one, else the CPU."""
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BundleError(f"device '{device}' was asked for but torch sees no CUDA GPU: use --device cpu or auto")
-    return device

@@ -12,6 +12,7 @@ import torch
 from engine.config import BundleConfig, SamplerConfig
 from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import NoiseSource
+from engine.diffusion.preconditioning import GaussianSkip
 from engine.diffusion.samplers import run_sampler, sampler_timesteps
 from engine.diffusion.schedule import NoiseSchedule
 from engine.diffusion.truncation import ProgressiveTruncation
@@ -59,7 +60,12 @@ class Cascade:
         return self
 
     def model(self, stage: int) -> ConditionalUNet:
+        """The stage's network (the weights a bundle stores)."""
         return self.stage1_model if stage == 1 else self.stage2_model
+
+    def denoiser(self, stage: int) -> GaussianSkip:
+        """The stage's noise predictor: its network plus the Gaussian skip path when configured."""
+        return GaussianSkip(self.model(stage), self.schedule, self.stage_config(stage).data_std).to(self.device)
 
     def stage2_condition(self, stage1: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         kind = self.config.stage2.condition
@@ -69,6 +75,17 @@ class Cascade:
             return torch.cat([stage1, rgb], dim=1)
         raise ValueError(f"unknown stage-2 condition '{kind}'")
 
+    def stage_config(self, stage: int):
+        return self.config.stage1 if stage == 1 else self.config.stage2
+
+    def baseline(self, stage: int, cond: torch.Tensor) -> Optional[torch.Tensor]:
+        """The stage's per-pixel affine estimate from its condition, or None without one."""
+        table = self.stage_config(stage).baseline
+        if table is None:
+            return None
+        matrix = torch.tensor(table, dtype=cond.dtype, device=cond.device)
+        return torch.einsum("oc,bchw->bohw", matrix[:, :-1], cond) + matrix[:, -1][None, :, None, None]
+
     def normalisation_for(self, rgb, valid=None):
         return self.config.normalisation.resolved(rgb, valid)
 
@@ -76,14 +93,19 @@ class Cascade:
     def sample_stage(self, stage: int, cond: torch.Tensor, settings: SamplerConfig, noise: NoiseSource,
                      on_step: Optional[Callable[[int, int], None]] = None,
                      cancel: Optional[Callable[[], bool]] = None):
-        model = self.model(stage)
+        model = self.denoiser(stage)
         predictor = noise_predictor(model, cond, settings.guidance)
         truncation = ProgressiveTruncation(settings.truncation_target, settings.pdt_for_stage(stage),
                                            self.schedule.num_timesteps, settings.truncation_scope)
         shape = (cond.shape[0], model.out_channels, cond.shape[2], cond.shape[3])
-        return run_sampler(settings.name, predictor, self.schedule, shape,
-                           lambda step, shp: noise.draw(stage, step, shp, cond.device),
-                           settings.steps, truncation, settings.eta, on_step, cancel)
+        result = run_sampler(settings.name, predictor, self.schedule, shape,
+                             lambda step, shp: noise.draw(stage, step, shp, cond.device),
+                             settings.steps, truncation, settings.eta, on_step, cancel,
+                             self.stage_config(stage).x0_limit)
+        base = self.baseline(stage, cond)
+        if base is not None:
+            result.x0 = result.x0 + base
+        return result
 
     def steps_per_stage(self, settings: SamplerConfig) -> int:
         return len(sampler_timesteps(settings.name, self.schedule, settings.steps))

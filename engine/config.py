@@ -29,6 +29,9 @@ def _from_dict(cls, data: Any, where: str):
                 raise ValueError(f"{where}: missing field '{name}'")
             continue
         value = data[name]
+        if name == "baseline" and value is not None:
+            kwargs[name] = tuple(tuple(float(v) for v in row) for row in value)
+            continue
         nested = _NESTED.get((cls.__name__, name))
         if nested is not None:
             value = _from_dict(nested, value, f"{where}.{name}")
@@ -118,6 +121,41 @@ class SamplerConfig:
                 raise ValueError(f"PDT percentile p_T must lie in (0, 1], got {p}")
 
 
+def _pdt_override(value, default):
+    if value is None:
+        return default
+    if value is False or (isinstance(value, str) and value.lower() in ("off", "none", "no")):
+        return None
+    return float(value)
+
+
+def override_sampler(base: SamplerConfig, sampler: Optional[str] = None, steps: Optional[int] = None,
+                     guidance: Optional[float] = None, pdt=(None, None), truncation_target: Optional[str] = None,
+                     truncation_scope: Optional[str] = None) -> SamplerConfig:
+    """``base`` with the given fields replaced; None keeps a field, a PDT entry "off" or False disables it.
+
+    Switching sampler without naming a truncation target picks the one that sampler is defined with:
+    the guided noise for the paper's DDPM, the predicted x_0 for DDIM and DPM-Solver++.
+    """
+    pdt = (None, None) if pdt is None else tuple(pdt)
+    if len(pdt) != 2:
+        raise ValueError(f"pdt takes two values (stage 1, stage 2), got {pdt!r}")
+    if truncation_target is None and sampler is not None and sampler != base.name:
+        truncation_target = "eps" if sampler == "ddpm" else "x0"
+    settings = dataclasses.replace(
+        base,
+        name=sampler or base.name,
+        steps=int(steps) if steps is not None else base.steps,
+        guidance=float(guidance) if guidance is not None else base.guidance,
+        pdt_stage1=_pdt_override(pdt[0], base.pdt_stage1),
+        pdt_stage2=_pdt_override(pdt[1], base.pdt_stage2),
+        truncation_target=truncation_target or base.truncation_target,
+        truncation_scope=truncation_scope or base.truncation_scope,
+    )
+    settings.validate()
+    return settings
+
+
 @dataclass(frozen=True)
 class Normalisation:
     """Affine map between physical units and model units: v = (x - offset) / scale.
@@ -172,11 +210,23 @@ class RGBSimulation:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One diffusion stage: which bands it outputs and what conditions it."""
+    """One diffusion stage: which bands it outputs and what conditions it.
+
+    ``baseline`` (optional) is a per-pixel affine map from the condition channels to the output
+    bands, (out, cond + 1) with the bias last, fitted by least squares on the training data. The
+    diffusion then models the residual x_0 - baseline(c), a far smaller and easier signal than x_0
+    itself. ``x0_limit`` bounds the predicted residual at every sampler step (clip_denoised of
+    improved-diffusion), set from the training residuals; None leaves it unbounded. ``data_std``
+    (the residual's standard deviation) turns on the Gaussian skip path of the noise predictor
+    (engine.diffusion.preconditioning).
+    """
 
     output_indices: tuple
     condition: str  # "rgb" or "stage1+rgb" / "stage1"
     unet: UNetConfig = field(default_factory=UNetConfig)
+    baseline: Optional[tuple] = None
+    x0_limit: Optional[float] = None
+    data_std: Optional[float] = None
 
     @property
     def out_channels(self) -> int:

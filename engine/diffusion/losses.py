@@ -22,13 +22,14 @@ def spectral_angle_loss(x0: torch.Tensor, x0_hat: torch.Tensor, band_mask: Optio
 
 def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch.Tensor, *,
                    band_mask: Optional[torch.Tensor] = None, sam_weight: float = 1.0,
-                   p_uncond: float = 0.1, sam_offset: float = 0.0,
+                   p_uncond: float = 0.1, sam_offset: float = 0.0, x0_base: Optional[torch.Tensor] = None,
                    generator: Optional[torch.Generator] = None) -> dict:
     """One Monte-Carlo estimate of the loss of Algorithm 1.
 
     ``band_mask`` (B, C) is 1 where the scene covers a band. ``sam_offset`` is added to both spectra
     before the angle so it is measured in physical units ((x - offset) / scale puts the physical
-    zero at -offset / scale). The condition is zeroed per item with probability ``p_uncond`` (ICMG).
+    zero at -offset / scale). When the network models a residual, ``x0_base`` is the baseline the
+    residual is added to, so the angle is still that of the full spectra. The condition is zeroed per item with probability ``p_uncond`` (ICMG).
     """
     b = x0.shape[0]
     device = x0.device
@@ -44,6 +45,7 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch
         m = band_mask[:, :, None, None].expand_as(x0)
         mse = (((eps_hat - noise) ** 2) * m).sum() / m.sum().clamp(min=1)
     x0_hat = schedule.predict_x0(x_t, t, eps_hat)
-    sam = spectral_angle_loss(x0 + sam_offset, x0_hat + sam_offset, band_mask)
+    base = sam_offset if x0_base is None else x0_base + sam_offset
+    sam = spectral_angle_loss(x0 + base, x0_hat + base, band_mask)
     total = mse + sam_weight * sam
     return {"loss": total, "mse": mse.detach(), "sam": sam.detach()}

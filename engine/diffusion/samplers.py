@@ -63,15 +63,23 @@ def _check(cancel: CancelCheck):
         raise Cancelled("sampling was cancelled")
 
 
-def _eps_and_x0(predict, schedule: NoiseSchedule, x: torch.Tensor, t: int, trunc: ProgressiveTruncation):
-    """Guided noise and the x_0 it implies, each truncated when PDT targets it."""
+def _eps_and_x0(predict, schedule: NoiseSchedule, x: torch.Tensor, t: int, trunc: ProgressiveTruncation,
+                x0_limit: Optional[float] = None):
+    """Guided noise and the x_0 it implies, each truncated when PDT targets it; x_0 then bounded
+    to [-x0_limit, x0_limit] when a limit is given (improved-diffusion's clip_denoised)."""
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
     eps = predict(x, t)
     if trunc.active_for("eps"):
         eps = trunc(eps, t)
     x0 = schedule.predict_x0(x, tt, eps)
+    changed = False
     if trunc.active_for("x0"):
         x0 = trunc(x0, t)
+        changed = True
+    if x0_limit is not None:
+        x0 = x0.clamp(-x0_limit, x0_limit)
+        changed = True
+    if changed:
         eps = schedule.predict_eps(x, tt, x0)
     return eps, x0
 
@@ -79,14 +87,15 @@ def _eps_and_x0(predict, schedule: NoiseSchedule, x: torch.Tensor, t: int, trunc
 @torch.no_grad()
 def ddpm_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: NoiseFn,
                 truncation: ProgressiveTruncation = NO_TRUNCATION,
-                on_step: StepCallback = None, cancel: CancelCheck = None) -> SampleResult:
+                on_step: StepCallback = None, cancel: CancelCheck = None,
+                x0_limit: Optional[float] = None) -> SampleResult:
     counter = _Counter(predict)
     x = noise(0, shape)
     T = schedule.num_timesteps
     for k, t in enumerate(range(T - 1, -1, -1)):
         _check(cancel)
         tt = torch.full((shape[0],), t, device=x.device, dtype=torch.long)
-        eps, x0 = _eps_and_x0(counter, schedule, x, t, truncation)
+        eps, x0 = _eps_and_x0(counter, schedule, x, t, truncation, x0_limit)
         # With x0 recomputed from the (possibly truncated) eps, the posterior mean equals Eq. 16.
         mean, variance = schedule.q_posterior(x0, x, tt)
         x = mean + variance.sqrt() * noise(k + 1, shape) if t > 0 else mean
@@ -100,14 +109,15 @@ def ddpm_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: NoiseFn,
 @torch.no_grad()
 def ddim_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: NoiseFn, steps: int,
                 truncation: ProgressiveTruncation = NO_TRUNCATION, eta: float = 0.0,
-                on_step: StepCallback = None, cancel: CancelCheck = None) -> SampleResult:
+                on_step: StepCallback = None, cancel: CancelCheck = None,
+                x0_limit: Optional[float] = None) -> SampleResult:
     counter = _Counter(predict)
-    timesteps = schedule.spaced_timesteps(steps, SPACING['ddim'])
+    timesteps = schedule.spaced_timesteps(steps, SPACING["ddim"])
     x = noise(0, shape)
     for k, t in enumerate(timesteps):
         _check(cancel)
         t_prev = timesteps[k + 1] if k + 1 < len(timesteps) else -1
-        eps, x0 = _eps_and_x0(counter, schedule, x, t, truncation)
+        eps, x0 = _eps_and_x0(counter, schedule, x, t, truncation, x0_limit)
         ab, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
         sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
         x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.0)) * eps
@@ -123,9 +133,10 @@ def ddim_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: NoiseFn, 
 @torch.no_grad()
 def dpmpp_2m_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: NoiseFn, steps: int,
                     truncation: ProgressiveTruncation = NO_TRUNCATION,
-                    on_step: StepCallback = None, cancel: CancelCheck = None) -> SampleResult:
+                    on_step: StepCallback = None, cancel: CancelCheck = None,
+                    x0_limit: Optional[float] = None) -> SampleResult:
     counter = _Counter(predict)
-    timesteps = schedule.spaced_timesteps(steps, SPACING['dpmpp'])
+    timesteps = schedule.spaced_timesteps(steps, SPACING["dpmpp"])
 
     def lam(t: int) -> float:
         ab = schedule.alpha_bar(t)
@@ -135,7 +146,7 @@ def dpmpp_2m_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: Noise
     previous_x0, previous_h = None, None
     for k, t in enumerate(timesteps):
         _check(cancel)
-        _, x0 = _eps_and_x0(counter, schedule, x, t, truncation)
+        _, x0 = _eps_and_x0(counter, schedule, x, t, truncation, x0_limit)
         if k + 1 == len(timesteps):
             # The last step goes to sigma = 0, where the first-order update is exactly x_0.
             x = x0
@@ -160,12 +171,13 @@ def dpmpp_2m_sample(predict, schedule: NoiseSchedule, shape: tuple, noise: Noise
 
 def run_sampler(name: str, predict, schedule: NoiseSchedule, shape: tuple, noise: NoiseFn, steps: int,
                 truncation: ProgressiveTruncation = NO_TRUNCATION, eta: float = 0.0,
-                on_step: StepCallback = None, cancel: CancelCheck = None) -> SampleResult:
+                on_step: StepCallback = None, cancel: CancelCheck = None,
+                x0_limit: Optional[float] = None) -> SampleResult:
     """Dispatch by name; DDPM always runs the schedule's full T steps."""
     if name == "ddpm":
-        return ddpm_sample(predict, schedule, shape, noise, truncation, on_step, cancel)
+        return ddpm_sample(predict, schedule, shape, noise, truncation, on_step, cancel, x0_limit)
     if name == "ddim":
-        return ddim_sample(predict, schedule, shape, noise, steps, truncation, eta, on_step, cancel)
+        return ddim_sample(predict, schedule, shape, noise, steps, truncation, eta, on_step, cancel, x0_limit)
     if name == "dpmpp":
-        return dpmpp_2m_sample(predict, schedule, shape, noise, steps, truncation, on_step, cancel)
+        return dpmpp_2m_sample(predict, schedule, shape, noise, steps, truncation, on_step, cancel, x0_limit)
     raise ValueError(f"unknown sampler '{name}': use ddpm, ddim or dpmpp")

@@ -33,11 +33,11 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -181,7 +181,8 @@ def output_nodata(info: InputInfo) -> Optional[float]:
         value = float(info.nodata)
         if math.isnan(value):
             return float("nan")
-        if math.isfinite(value) and float(np.float32(value)) == value:
+        if math.isfinite(value) and abs(value) <= float(np.finfo(np.float32).max) \
+                and float(np.float32(value)) == value:
             return value
         return float("nan")
     return float("nan") if info.can_be_invalid else None

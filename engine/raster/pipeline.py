@@ -25,7 +25,7 @@ Streaming and memory (the blending scheme)
     for 16384 columns, 48 bands and 45 overlap rows that is ~145 MB. Final pixels go to an
     ``io.BlockWriter`` which writes whole 256 x 256 output blocks exactly once (compressed blocks are
     never rewritten) and spills blocks that wait for the next tile row to an anonymous scratch file
-    when more than its budget (default 192 MB) is held. GDAL's block cache is capped at 64 MB.
+    when more than its budget (default 128 MB) is held. GDAL's block cache is capped at 64 MB.
     Nothing else grows with the raster: peak memory is set by the tile size, batch and band count.
 
 Atomic output
@@ -43,11 +43,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
 
+from engine.config import override_sampler
+from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
 from engine.raster import io as rio
 from engine.raster.windows import Tile, TileGrid, axis_segments, padded_size, reflect_pad, tile_grid
@@ -57,7 +59,7 @@ CancelFn = Optional[Callable[[], bool]]
 LogFn = Optional[Callable[[str], None]]
 
 GDAL_CACHE_MB = 64
-DEFAULT_WRITER_BUDGET = 192 << 20
+DEFAULT_WRITER_BUDGET = 128 << 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,58 +160,12 @@ class InferenceReport:
     extra: dict = field(default_factory=dict)
 
 
-def resolve_device(device: Optional[str]) -> str:
-    """"auto" (or None) -> "cuda" when torch sees a GPU else "cpu"; checks "cuda:N" exists."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    device = str(device).strip().lower()
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InputError(f"device '{device}' was asked for but torch sees no CUDA GPU: use --device cpu or auto")
-        if ":" in device:
-            try:
-                index = int(device.split(":", 1)[1])
-            except ValueError:
-                raise InputError(f"cannot read device '{device}': use auto, cpu, cuda or cuda:N") from None
-            if not 0 <= index < torch.cuda.device_count():
-                raise InputError(f"device '{device}' does not exist: torch sees {torch.cuda.device_count()} GPU(s), "
-                                 f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return device
-    raise InputError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N")
-
-
-def _pdt_value(value, default):
-    if value is None:
-        return default
-    if value is False or (isinstance(value, str) and value.lower() in ("off", "none", "no")):
-        return None
-    return float(value)
-
-
 def sampler_settings(config, sampler=None, steps=None, guidance=None, pdt=(None, None)):
-    """The bundle's sampler defaults with the caller's overrides; truncation scope forced to pixel."""
-    base = config.sampler
-    pdt = (None, None) if pdt is None else tuple(pdt)
-    if len(pdt) != 2:
-        raise InputError(f"pdt takes two values (stage 1, stage 2), got {pdt!r}")
-    settings = dataclasses.replace(
-        base,
-        name=sampler or base.name,
-        steps=int(steps) if steps is not None else base.steps,
-        guidance=float(guidance) if guidance is not None else base.guidance,
-        pdt_stage1=_pdt_value(pdt[0], base.pdt_stage1),
-        pdt_stage2=_pdt_value(pdt[1], base.pdt_stage2),
-        truncation_scope="pixel",
-    )
+    """The bundle's sampler with the caller's overrides; tiles need the per-pixel truncation scope."""
     try:
-        settings.validate()
+        return override_sampler(config.sampler, sampler, steps, guidance, pdt, truncation_scope="pixel")
     except ValueError as exc:
-        raise InputError(f"{exc}") from None
-    return settings
+        raise InputError(str(exc)) from None
 
 
 def _load_model(model, device: str):
@@ -361,9 +317,6 @@ def infer_raster(
         batch = 8 if device.startswith("cuda") else 1
     batch = int(batch)
 
-    import torch
-    from engine.diffusion.noise import PositionalNoise
-
     n_full = config.band_count
     stage1_idx = list(config.stage1_indices)
     n_stage1 = len(stage1_idx)
@@ -376,7 +329,11 @@ def infer_raster(
     grid = tile_grid(info.height, info.width, tile, overlap)
     multiple = config.size_multiple
     tile_h, tile_w = grid.row_spans[0][1], grid.col_spans[0][1]
-    net_h, net_w = padded_size(tile_h, multiple), padded_size(tile_w, multiple)
+    # Tiles are padded (by reflection) to a multiple of the network's downsampling factor, and to
+    # at least twice that (and 16 px), so that normalisation layers still see several pixels at the
+    # bottleneck even for a 1 x 1 raster.
+    least = max(2 * multiple, 16)
+    net_h, net_w = padded_size(max(tile_h, least), multiple), padded_size(max(tile_w, least), multiple)
     nodata = rio.output_nodata(info)
     fill_nodata = np.float32(nodata if nodata is not None else np.nan)
 
@@ -465,6 +422,8 @@ def infer_raster(
                     blender.add(t, values, grid.weights(t), ok)
                 done[0] += len(pending)
                 pending.clear()
+                del results
+                release_memory()
                 report(0.0, 0)
 
             for t in grid:
@@ -554,7 +513,6 @@ class _BatchRunner:
 
     def _run_chunk(self, chunk, progress) -> List[np.ndarray]:
         import torch
-        from engine.diffusion.noise import PositionalNoise
 
         th, tw = self.tile_hw
         nh, nw = self.net_hw
@@ -562,32 +520,105 @@ class _BatchRunner:
         cond_t = torch.from_numpy(cond).to(self.device)
         origins = [(r, c) for r, c, _ in chunk]
         k_total = self.samples
+        n, scale, offset = self.n_full, float(self.norm.scale), float(self.norm.offset)
+        merged = np.empty((len(chunk), self.channels, th, tw), dtype=np.float32)
         acc = acc2 = acc1 = None
         for k in range(k_total):
-            noise = PositionalNoise(self.seed + k, origins)
+            noise = RowChunkedNoise(self.seed + k, origins)
             out = self.cascade.sample(cond_t, self.settings, noise,
                                       progress=lambda f, k=k: progress((k + f) / k_total), cancel=self.cancel)
             self.network_passes += out.network_passes * len(chunk)
-            full = out.full[:, :, :th, :tw].double().cpu().numpy()
+            full = out.full[:, :, :th, :tw].float().cpu().numpy()
+            s1 = out.stage1[:, :, :th, :tw].float().cpu().numpy() if self.stage1 is not None else None
+            del out
+            if k_total == 1:
+                merged[:, :n] = full
+                if s1 is not None:
+                    merged[:, n:n + s1.shape[1]] = s1
+                continue
+            # Several samples: float64 running sums for the mean and the variance.
             if acc is None:
-                acc = full.copy()
-                acc2 = full * full if self.want_var else None
+                acc = full.astype(np.float64)
+                acc2 = np.square(acc) if self.want_var else None
+                acc1 = s1.astype(np.float64) if s1 is not None else None
             else:
                 acc += full
-                if self.want_var:
-                    acc2 += full * full
-            if self.stage1 is not None:
-                s1 = out.stage1[:, :, :th, :tw].double().cpu().numpy()
-                acc1 = s1 if acc1 is None else acc1 + s1
-        mean = acc / k_total
-        parts = [self.norm.from_model(mean)]
-        if self.stage1 is not None:
-            parts.append(self.norm.from_model(acc1 / k_total))
-        if self.want_var:
-            var = (acc2 - k_total * mean * mean) / (k_total - 1)
-            parts.append(np.maximum(var, 0.0) * self.norm.scale ** 2)
-        merged = np.concatenate(parts, axis=1).astype(np.float32)
+                if acc2 is not None:
+                    acc2 += np.square(full, dtype=np.float64)
+                if acc1 is not None:
+                    acc1 += s1
+            del full, s1
+        if k_total > 1:
+            acc /= k_total
+            merged[:, :n] = acc
+            if acc1 is not None:
+                acc1 /= k_total
+                merged[:, n:n + acc1.shape[1]] = acc1
+            if acc2 is not None:
+                # unbiased variance of the model-unit samples, then in output units (scale squared)
+                acc2 -= k_total * np.square(acc)
+                acc2 /= (k_total - 1)
+                np.maximum(acc2, 0.0, out=acc2)
+                acc2 *= scale * scale
+                merged[:, self.channels - n:] = acc2
+            del acc, acc1, acc2
+        # model units -> output units (the variance channels are already there)
+        mean_channels = self.channels - (n if self.want_var else 0)
+        view = merged[:, :mean_channels]
+        view *= scale
+        view += offset
         return [merged[i] for i in range(len(chunk))]
+
+
+class RowChunkedNoise:
+    """``PositionalNoise`` drawn in strips of ``rows`` rows: the same values, bounded temporaries.
+
+    The positional field is keyed by global (row, column), so a strip drawn with its own origin
+    equals those rows of the whole draw; drawing 48 bands of a 512 x 512 tile at once would hold
+    several 100 MB of int64/float64 temporaries.
+    """
+
+    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]], rows: int = 32):
+        self.seed = int(seed)
+        self.origins = [(int(r), int(c)) for r, c in origins]
+        self.rows = max(1, int(rows))
+
+    def draw(self, stage: int, step: int, shape, device):
+        import torch
+        from engine.diffusion.noise import PositionalNoise
+
+        batch, channels, height, width = shape
+        if batch != len(self.origins):
+            raise ValueError(f"noise asked for {batch} tiles but {len(self.origins)} origins are known")
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+        for i, (r, c) in enumerate(self.origins):
+            for k in range(0, height, self.rows):
+                h = min(self.rows, height - k)
+                part = PositionalNoise(self.seed, [(r + k, c)]).draw(stage, step, (1, channels, h, width), device)
+                out[i, :, k:k + h] = part[0]
+        return out
+
+
+_LIBC = []
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere).
+
+    Tile-sized tensors come and go once per batch; without trimming, glibc keeps the freed pages
+    and the resident size creeps up by a few hundred MB.
+    """
+    if not _LIBC:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            _LIBC.append(libc)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0].malloc_trim(0)
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:

@@ -1,0 +1,207 @@
+"""``python -m engine train | sample | evaluate | bench | infer``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import EngineError
+
+
+def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="default: the bundle's")
+    p.add_argument("--steps", type=int, help="network evaluations per stage for ddim/dpmpp")
+    p.add_argument("--guidance", type=float, help="ICMG weight s (0 turns guidance off)")
+    p.add_argument("--pdt", type=float, nargs=2, metavar=("P1", "P2"), help="PDT p_T of stages 1 and 2")
+    p.add_argument("--no-pdt", action="store_true", help="turn progressive dynamic truncation off")
+    p.add_argument("--truncation-target", choices=["eps", "x_t", "x0"],
+                   help="what PDT clamps: eps (paper), x_t (authors' code) or x0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+
+def _settings(cascade, args):
+    from engine.evaluate import sampler_settings
+
+    return sampler_settings(cascade, args.sampler, args.steps, args.guidance,
+                            tuple(args.pdt) if args.pdt else (None, None), args.truncation_target,
+                            no_pdt=args.no_pdt)
+
+
+def _load(args):
+    from engine.bundle import default_bundle_path, load_bundle
+    from engine.device import resolve_device
+
+    return load_bundle(args.model or default_bundle_path(), resolve_device(args.device))
+
+
+def _region(text):
+    if not text:
+        return None, None
+    try:
+        rows, cols = text.split(",")
+        r0, r1 = (int(v) for v in rows.split(":"))
+        c0, c1 = (int(v) for v in cols.split(":"))
+    except ValueError:
+        raise EngineError(f"--region {text!r}: use ROW0:ROW1,COL0:COL1") from None
+    return (r0, r1), (c0, c1)
+
+
+def cmd_train(args) -> int:
+    from engine.train import train
+
+    result = train(args.config, resume=args.resume, seed=args.seed, iterations=args.iterations,
+                   device=args.device)
+    training = result["training"]
+    for stage, loss in training["loss"].items():
+        if loss["first"] is not None:
+            print(f"{stage}: loss {loss['first']:.4f} -> {loss['last']:.4f}")
+    print(f"bundle written to {result['output']} in {training['seconds']} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from engine.data import load_scene, scene_on_grid
+    from engine.evaluate import parse_rgb_spec, reconstruct
+    from engine.spectral import simulate_rgb_from_bands, simulate_rgb_from_srf
+
+    cascade = _load(args)
+    settings = _settings(cascade, args)
+    rows, cols = _region(args.region)
+    kind, value = parse_rgb_spec(args.rgb)
+    scene = load_scene(args.scene, rows, cols)
+    if kind == "bands":
+        cube, _ = scene_on_grid(scene, cascade.config.wavelengths_nm, cascade.config.fwhm_nm)
+        rgb = simulate_rgb_from_bands(cube, value)
+    else:
+        order = np.argsort(scene.wavelengths_nm)
+        rgb, _ = simulate_rgb_from_srf(scene.cube[order], scene.wavelengths_nm[order], value)
+    rec = reconstruct(cascade, rgb, settings, args.seed, scene.valid)
+    np.savez_compressed(args.out, cube=np.moveaxis(rec.full, 0, -1), stage1=np.moveaxis(rec.stage1, 0, -1),
+                        wavelengths_nm=np.asarray(cascade.config.wavelengths_nm), rgb=np.moveaxis(rgb, 0, -1))
+    print(f"{args.out}: {rec.full.shape[0]} bands, {rec.nfe} predictor calls, {rec.seconds:.1f} s")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from engine.evaluate import evaluate_scene, save_json, write_figures
+
+    cascade = _load(args)
+    settings = _settings(cascade, args)
+    rows, cols = _region(args.region)
+    result = evaluate_scene(cascade, args.scene, args.rgb, settings, args.seed, rows, cols)
+    m, mx = result["metrics"], result["metrics_without_input_bands"]
+    print(f"{result['scene']}  {settings.name} steps={settings.steps} guidance={settings.guidance} "
+          f"network passes={result['network_passes']}  {result['seconds']} s")
+    print(f"RMSE {m['rmse']:.2f}  MPSNR {m['mpsnr']:.2f} dB  MSSIM {m['mssim']:.4f}  SAM {m['sam']:.4f} rad")
+    if mx != m:
+        print(f"without input bands: RMSE {mx['rmse']:.2f}  MPSNR {mx['mpsnr']:.2f} dB  "
+              f"MSSIM {mx['mssim']:.4f}  SAM {mx['sam']:.4f} rad")
+    if args.figures:
+        result["figures"] = write_figures(result, cascade.config.wavelengths_nm, args.figures)
+        print("figures:", ", ".join(result["figures"]))
+    if args.json:
+        save_json(result, args.json)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import numpy as np
+    import torch
+
+    from engine.diffusion.noise import PositionalNoise
+    from engine.evaluate import sampler_settings
+
+    cascade = _load(args)
+    torch.manual_seed(0)
+    rgb = torch.rand(args.batch, 3, args.size, args.size)
+    megapixels = args.batch * args.size * args.size / 1e6
+    print(f"model {cascade.config.name} on {cascade.device}, {args.batch} x {args.size}x{args.size} tile(s), "
+          f"guidance {args.guidance}")
+    print(f"{'sampler':<8}{'steps':>6}{'predictor calls':>17}{'network passes':>16}{'seconds':>10}{'s/MP':>10}")
+    rows = []
+    for item in args.samplers.split(","):
+        name, _, steps = item.partition(":")
+        settings = sampler_settings(cascade, name, int(steps or 1000), args.guidance)
+        noise = PositionalNoise(0, [(0, i * args.size) for i in range(args.batch)])
+        started = time.perf_counter()
+        out = cascade.sample(rgb, settings, noise)
+        if cascade.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        rows.append({"sampler": name, "steps": settings.steps if name != "ddpm" else cascade.schedule.num_timesteps,
+                     "nfe": out.nfe, "network_passes": out.network_passes, "seconds": round(seconds, 3),
+                     "seconds_per_megapixel": round(seconds / megapixels, 2)})
+        r = rows[-1]
+        print(f"{name:<8}{r['steps']:>6}{r['nfe']:>17}{r['network_passes']:>16}{seconds:>10.2f}"
+              f"{r['seconds_per_megapixel']:>10.1f}")
+        assert np.isfinite(out.full.cpu().numpy()).all()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(cascade.device), "size": args.size,
+                                               "batch": args.batch, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one or both stages from a JSON config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--iterations", type=int, help="override the config's iteration count")
+    p.add_argument("--device", help="auto, cpu or cuda[:N] (default: the config's)")
+    p.add_argument("--json", help="write the summary and loss curves here")
+    p.set_defaults(func=cmd_train)
+
+    for name, func, text in (("sample", cmd_sample, "reconstruct a scene's cube from its simulated RGB"),
+                             ("evaluate", cmd_evaluate, "reconstruct a scene and print RMSE, MPSNR, MSSIM, SAM")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--model", help="bundle folder (default: the bundled model)")
+        p.add_argument("--scene", required=True, help="scene .npz or spectral GeoTIFF")
+        p.add_argument("--rgb", default="bands:4,11,22", help="bands:R,G,B (0-based) or srf:FILE.csv")
+        p.add_argument("--region", help="ROW0:ROW1,COL0:COL1 crop of the scene")
+        _add_sampler_arguments(p)
+        if name == "sample":
+            p.add_argument("--out", required=True, help="output .npz")
+        else:
+            p.add_argument("--json", help="write the metrics here")
+            p.add_argument("--figures", help="folder for per-band PSNR and spectral-profile PNGs")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("bench", help="network evaluations and seconds per megapixel, per sampler")
+    p.add_argument("--model", help="bundle folder (default: the bundled model)")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--samplers", default="ddpm:1000,ddim:50,ddim:20,dpmpp:20,dpmpp:10")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_bench)
+
+    from engine.raster import cli as raster_cli
+
+    p = sub.add_parser("infer", help="spectral super-resolution of a georeferenced RGB raster")
+    raster_cli.add_infer_arguments(p)
+    p.set_defaults(func=raster_cli.run_infer)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

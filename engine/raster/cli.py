@@ -1,0 +1,83 @@
+"""``python -m engine infer IN.tif OUT.tif [options]``: argument wiring for ``infer_raster``.
+
+``engine.cli`` calls ``add_infer_arguments(parser)`` and dispatches to ``run_infer(args)``; errors
+derived from ``EngineError`` propagate to it (it prints them and exits with status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _bands(text: str):
+    from engine.raster.io import parse_bands
+
+    return parse_bands(text)
+
+
+def add_infer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="RGB raster (any GDAL format)")
+    p.add_argument("output", help="hyperspectral GeoTIFF to write (float32, one band per wavelength)")
+    p.add_argument("--model", help="model bundle folder (default: the bundled model)")
+    p.add_argument("--bands", default="1,2,3", help="1-based red,green,blue band numbers of the input (default 1,2,3)")
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
+    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="default: the bundle's")
+    p.add_argument("--steps", type=int, help="sampler steps per stage (default: the bundle's)")
+    p.add_argument("--guidance", type=float, help="ICMG guidance weight (0 turns guidance off)")
+    p.add_argument("--pdt", type=float, nargs=2, metavar=("P1", "P2"), help="PDT p_T of stages 1 and 2")
+    p.add_argument("--no-pdt", action="store_true", help="turn progressive dynamic truncation off")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0); the same seed gives the same output")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch", type=int, help="tiles per network call (default 8 on CUDA, 1 on the CPU); "
+                                             "halved automatically on CUDA out-of-memory")
+    p.add_argument("--stage1-output", metavar="F", help="also write the stage-1 (coarser spectral) image to F")
+    p.add_argument("--uncertainty", metavar="F", help="also write the per-band standard deviation of the "
+                                                      "samples to F (needs --samples K >= 2)")
+    p.add_argument("--samples", type=int, default=1, metavar="K",
+                   help="average K samples drawn with seeds seed..seed+K-1 (default 1)")
+    p.add_argument("--expect-bands", type=int, metavar="N", help="refuse a model that does not output N bands")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_infer(args) -> int:
+    from engine.raster.pipeline import infer_raster
+
+    pdt = ("off", "off") if args.no_pdt else (tuple(args.pdt) if args.pdt else (None, None))
+    bar = None
+    progress = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+        def progress(fraction: float, message: str) -> None:
+            bar.n = int(round(1000 * max(0.0, min(1.0, fraction))))
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+    def log(message: str) -> None:
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
+
+    try:
+        report = infer_raster(
+            args.input, args.output, model=args.model, bands=_bands(args.bands), tile=args.tile,
+            overlap=args.overlap, sampler=args.sampler, steps=args.steps, guidance=args.guidance, pdt=pdt,
+            seed=args.seed, device=args.device, batch=args.batch, stage1_output=args.stage1_output,
+            uncertainty_output=args.uncertainty, samples=args.samples, progress=progress, log=log,
+            expected_band_count=args.expect_bands,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    extras = "".join(f", {label} {path}" for label, path in
+                     (("stage 1", report.stage1_output), ("uncertainty", report.uncertainty_output)) if path)
+    print(f"wrote {report.output_path} ({report.width} x {report.height} px, {report.bands} bands{extras}) "
+          f"in {report.seconds:.1f} s: {report.tiles_run} tiles run, {report.tiles_skipped} empty tiles skipped, "
+          f"{report.megapixels_per_second:.3f} MPix/s on {report.device}")
+    return 0

@@ -1,0 +1,166 @@
+"""``scdm:evaluatespectralsuperresolution``: the four metrics of an estimate against a reference
+hyperspectral raster, plus an HTML or CSV report (calls infer_raster and report.evaluate_rasters)."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputRasterLayer,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from .. import engine_bridge as bridge
+from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
+
+HELP = """<p>Measures how close a hyperspectral <b>estimate</b> is to a <b>reference</b> hyperspectral raster \
+of the same size and band grid, pixel by pixel and band by band, and writes a report.</p>
+<p>Give either ESTIMATE (an existing estimate, e.g. an output of <i>Spectral super-resolution</i>) or RGB \
+(an RGB raster of the same scene; it is first run through the model with the sampler parameters below, \
+and the estimate can be kept with ESTIMATE_OUTPUT).</p>
+<p><b>Outputs</b>: RMSE (in the rasters' units), MPSNR (mean per-band PSNR in dB, peak = the reference's \
+maximum), MSSIM (mean per-band SSIM, 0-1) and SAM (mean spectral angle in radians), over the pixels valid \
+in both rasters and the bands not listed in EXCLUDE_BANDS (reference bands without data are excluded \
+too). REPORT is an HTML (or, with a .csv name, CSV) file with per-band PSNR, RMSE and SSIM; beside it \
+<i>&lt;name&gt;_psnr.png</i> plots the per-band PSNR over wavelength and <i>&lt;name&gt;_profiles.png</i> \
+shows the reference and estimated spectra of four pixels.</p>
+<p><b>Time</b>: seconds for the metrics; with RGB, plus the time of a spectral super-resolution run.</p>"""
+
+# (output name, engine key, output description, unit in the log)
+METRICS = (("RMSE", "rmse", "RMSE", " (the rasters' units)"), ("MPSNR", "mpsnr", "MPSNR (dB)", " dB"),
+           ("MSSIM", "mssim", "MSSIM", ""), ("SAM", "sam", "SAM (radians)", " rad"))
+
+
+def parse_band_list(text: str) -> list:
+    """'1, 3-5' -> [0, 2, 3, 4]: 1-based band numbers and ranges to the engine's 0-based indices."""
+    indices = []
+    for part in filter(None, (p.strip() for p in re.split(r"[,;\s]+", text or ""))):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise QgsProcessingException(
+                f"EXCLUDE_BANDS: cannot read '{part}'; list 1-based band numbers and ranges, e.g. 1,2,10-12")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if first < 1 or last < first:
+            raise QgsProcessingException(f"EXCLUDE_BANDS: '{part}' is not a valid 1-based band or range")
+        indices.extend(range(first - 1, last))
+    return sorted(set(indices))
+
+
+class EvaluateSpectralSuperResolution(QgsProcessingAlgorithm):
+    def name(self):
+        return "evaluatespectralsuperresolution"
+
+    def displayName(self):  # noqa: N802
+        return "Evaluate spectral super-resolution"
+
+    def group(self):
+        return "Spectral super-resolution"
+
+    def groupId(self):  # noqa: N802
+        return "spectral"
+
+    def tags(self):
+        return ["hyperspectral", "evaluation", "metrics", "psnr", "ssim", "sam", "rmse", "scdm"]
+
+    def shortHelpString(self):  # noqa: N802
+        return HELP
+
+    def shortDescription(self):  # noqa: N802
+        return "RMSE, MPSNR, MSSIM and SAM of a hyperspectral estimate against a reference, with a report."
+
+    def icon(self):
+        from ..provider import ICON
+
+        return QIcon(str(ICON))
+
+    def createInstance(self):  # noqa: N802
+        return EvaluateSpectralSuperResolution()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Reference hyperspectral raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer("ESTIMATE", "Estimated hyperspectral raster",
+                                                            optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer("RGB", "or: RGB raster to run through the model",
+                                                            optional=True))
+        add_band_parameters(self, "RGB")
+        add_model_parameters(self)
+        exclude = QgsProcessingParameterString("EXCLUDE_BANDS", "Bands to leave out of the metrics (1-based, "
+                                               "e.g. 1,2,10-12)", optional=True)
+        exclude.setHelp("For the paper's protocol, leave out the bands the RGB was made from.")
+        self.addParameter(exclude)
+        estimate_output = QgsProcessingParameterRasterDestination(
+            "ESTIMATE_OUTPUT", "Estimate made from RGB", optional=True, createByDefault=False)
+        estimate_output.setFlags(estimate_output.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(estimate_output)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "REPORT", "Report", fileFilter="HTML files (*.html);;CSV files (*.csv)"))
+        for name, _, label, _ in METRICS:
+            self.addOutput(QgsProcessingOutputNumber(name, label))
+        self.addOutput(QgsProcessingOutputFile("PSNR_PLOT", "Per-band PSNR plot (PNG)"))
+        self.addOutput(QgsProcessingOutputFile("PROFILES_PLOT", "Spectral profiles plot (PNG)"))
+        self.addOutput(QgsProcessingOutputRasterLayer("ESTIMATE_USED", "Estimate evaluated"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        feedback = feedback or QgsProcessingFeedback()  # QGIS may pass none
+        has_estimate = parameters.get("ESTIMATE") not in (None, "")
+        has_rgb = parameters.get("RGB") not in (None, "")
+        if has_estimate == has_rgb:
+            raise QgsProcessingException(
+                "Give either ESTIMATE (an estimated hyperspectral raster) or RGB (an RGB raster to run through "
+                "the model), not " + ("both" if has_estimate else "neither") + ".")
+        eng = bridge.load_engine()
+        reference = raster_path(self, parameters, "REFERENCE", context)
+        exclude = parse_band_list(self.parameterAsString(parameters, "EXCLUDE_BANDS", context))
+        report_path = self.parameterAsFileOutput(parameters, "REPORT", context)
+        if os.path.splitext(report_path)[1].lower() not in (".html", ".htm", ".csv"):
+            report_path = os.path.splitext(report_path)[0] + ".html"
+
+        if has_estimate:
+            estimate = raster_path(self, parameters, "ESTIMATE", context)
+        else:
+            estimate = self._estimate_from_rgb(eng, parameters, context, feedback)
+            if estimate is None:
+                return {}
+        if feedback.isCanceled():
+            return {}
+        feedback.pushInfo(f"Evaluating {estimate} against {reference}")
+        metrics = bridge.call_engine(eng, feedback, eng.evaluate_rasters, reference, estimate,
+                                     exclude_bands=exclude, report_path=report_path)
+        feedback.setProgress(100)
+        results = {"REPORT": report_path, "ESTIMATE_USED": estimate}
+        if has_rgb and parameters.get("ESTIMATE_OUTPUT"):
+            results["ESTIMATE_OUTPUT"] = estimate
+        stem = os.path.splitext(report_path)[0]
+        results["PSNR_PLOT"] = stem + "_psnr.png"
+        results["PROFILES_PLOT"] = stem + "_profiles.png"
+        for name, key, _, unit in METRICS:
+            results[name] = float(metrics[key])
+            feedback.pushInfo(f"{name}: {metrics[key]:.6g}{unit}")
+        return results
+
+    def _estimate_from_rgb(self, eng, parameters, context, feedback):
+        """Run the model on the RGB raster; the estimate's path, or None after a cancel."""
+        rgb = raster_path(self, parameters, "RGB", context)
+        reference_layer = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
+        arguments = inference_arguments(self, parameters, context)
+        if parameters.get("ESTIMATE_OUTPUT"):
+            estimate = self.parameterAsOutputLayer(parameters, "ESTIMATE_OUTPUT", context)
+        else:
+            estimate = os.path.join(QgsProcessingUtils.tempFolder(), f"scdm_estimate_{uuid.uuid4().hex}.tif")
+        report = bridge.run_inference(eng, feedback, rgb, estimate, arguments, 0.0, 90.0,
+                                      expected_band_count=reference_layer.bandCount())
+        return None if report is None else estimate

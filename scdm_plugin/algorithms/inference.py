@@ -1,0 +1,140 @@
+"""Parameters shared by both algorithms: which RGB bands, which model and how to sample it.
+
+They become keyword arguments of ``engine.raster.pipeline.infer_raster``; nothing here computes.
+"""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProviderRegistry,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from .. import engine_bridge as bridge
+
+# (label shown in QGIS, engine sampler name); index 0 is the default.
+SAMPLERS = (
+    ("Fast: DPM-Solver++(2M) with STEPS steps", "dpmpp"),
+    ("Paper: DDPM ancestral sampling over all 1000 steps (slow)", "ddpm"),
+)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _advanced(parameter, help_text=None):
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    if help_text:
+        parameter.setHelp(help_text)
+    return parameter
+
+
+def _with_help(parameter, help_text):
+    parameter.setHelp(help_text)
+    return parameter
+
+
+def add_band_parameters(alg, parent: str) -> None:
+    # Optional so that an unset band takes its default: QGIS 3.22's qgis_process treats a mandatory band
+    # parameter that is not given as missing, whatever its default.
+    for name, label, default in (("RED", "Red band", 1), ("GREEN", "Green band", 2), ("BLUE", "Blue band", 3)):
+        alg.addParameter(_with_help(
+            QgsProcessingParameterBand(name, f"{label} (default {default})", defaultValue=default,
+                                       parentLayerParameterName=parent, optional=True),
+            f"The band of the RGB raster that holds {label.split()[0].lower()} (1-based, default {default})."))
+
+
+def add_model_parameters(alg) -> None:
+    """MODEL and SAMPLER (main) plus the sampler and tiling parameters (advanced)."""
+    alg.addParameter(_with_help(
+        QgsProcessingParameterFile(
+            "MODEL", "Model bundle folder (empty: the bundled model)",
+            behavior=QgsProcessingParameterFile.Folder, defaultValue=str(bridge.DEFAULT_MODEL), optional=True),
+        "A folder holding config.json and weights.safetensors (an SCDM model bundle). "
+        f"Empty means the model shipped with the plugin ({bridge.DEFAULT_MODEL})."))
+    alg.addParameter(_with_help(
+        QgsProcessingParameterEnum("SAMPLER", "Sampler", options=[label for label, _ in SAMPLERS], defaultValue=0),
+        "Fast: DPM-Solver++(2M) on STEPS respaced steps (default). Paper: the paper's DDPM ancestral "
+        "sampler over all 1000 diffusion steps; about 1000 / STEPS times slower."))
+    alg.addParameter(_advanced(
+        QgsProcessingParameterNumber("STEPS", "Sampler steps (empty: the model's default)",
+                                     QgsProcessingParameterNumber.Integer, optional=True, minValue=1, maxValue=1000),
+        "Network evaluations per stage for the fast sampler; time grows linearly with it. "
+        "Ignored by the DDPM sampler, which always takes all 1000 steps."))
+    alg.addParameter(_advanced(
+        QgsProcessingParameterNumber("GUIDANCE", "Guidance scale (empty: the model's default)",
+                                     QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=20.0),
+        "Image Condition Mixture Guidance (ICMG) scale. 0 runs the conditional network only; any other value "
+        "runs the conditional and unconditional networks together (twice the work per step)."))
+    for stage, label in ((1, "stage 1 (the few anchor bands)"), (2, "stage 2 (all bands)")):
+        alg.addParameter(_advanced(
+            QgsProcessingParameterNumber(f"PDT_STAGE{stage}", f"Progressive truncation percentile, stage {stage} "
+                                         "(empty: the model's default; 0: off)",
+                                         QgsProcessingParameterNumber.Double, optional=True,
+                                         minValue=0.0, maxValue=1.0),
+            f"Progressive Dynamic Truncation (PDT) percentile p_T in (0, 1] for {label}: values beyond "
+            "that percentile of each pixel's spectrum are clamped while sampling. 0 switches it off."))
+    alg.addParameter(_advanced(
+        QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
+                                     defaultValue=0, minValue=0),
+        "The same seed, model and settings give the same result, whatever the tiling."))
+    alg.addParameter(_advanced(
+        QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
+                                     defaultValue=256, minValue=8, maxValue=8192),
+        "The raster is processed in square tiles of this size; memory grows with its square."))
+    alg.addParameter(_advanced(
+        QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
+                                     defaultValue=32, minValue=0, maxValue=4096),
+        "Neighbouring tiles overlap by this many pixels and are blended there (at most half the tile size)."))
+    device = QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue="auto")
+    device.setUsesStaticStrings(True)
+    alg.addParameter(_advanced(device, "auto: the first CUDA GPU if torch sees one, else the CPU."))
+
+
+def _is_unset(value) -> bool:
+    return value is None or value == "" or (isinstance(value, QVariant) and value.isNull())
+
+
+def optional_int(alg, parameters, name, context):
+    return None if _is_unset(parameters.get(name)) else alg.parameterAsInt(parameters, name, context)
+
+
+def optional_double(alg, parameters, name, context):
+    return None if _is_unset(parameters.get(name)) else alg.parameterAsDouble(parameters, name, context)
+
+
+def raster_path(alg, parameters, name, context) -> str:
+    """The file behind a raster layer parameter (the engine reads files with GDAL)."""
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None:
+        raise QgsProcessingException(alg.invalidRasterError(parameters, name))
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{name}: layer '{layer.name()}' is a {layer.providerType()} layer; this algorithm reads raster "
+            "files (GeoTIFF or anything else GDAL opens). Export it to a GeoTIFF first.")
+    path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or layer.source()
+    return path
+
+
+def inference_arguments(alg, parameters, context) -> dict:
+    """Keyword arguments of ``infer_raster`` for the band, model, sampler and tiling parameters."""
+    pdt = []
+    for stage in (1, 2):
+        value = optional_double(alg, parameters, f"PDT_STAGE{stage}", context)
+        pdt.append("off" if value is not None and value <= 0 else value)
+    return dict(
+        model=str(bridge.model_folder(alg.parameterAsFile(parameters, "MODEL", context))),
+        bands=tuple(alg.parameterAsInt(parameters, name, context) for name in ("RED", "GREEN", "BLUE")),
+        sampler=SAMPLERS[alg.parameterAsEnum(parameters, "SAMPLER", context)][1],
+        steps=optional_int(alg, parameters, "STEPS", context),
+        guidance=optional_double(alg, parameters, "GUIDANCE", context),
+        pdt=tuple(pdt),
+        seed=alg.parameterAsInt(parameters, "SEED", context),
+        tile=alg.parameterAsInt(parameters, "TILE_SIZE", context),
+        overlap=alg.parameterAsInt(parameters, "OVERLAP", context),
+        device=alg.parameterAsEnumString(parameters, "DEVICE", context) or "auto",
+    )

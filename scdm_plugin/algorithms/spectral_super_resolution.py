@@ -1,0 +1,119 @@
+"""``scdm:spectralsuperresolution``: RGB raster in, hyperspectral GeoTIFF out (a call of infer_raster)."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from .. import engine_bridge as bridge
+from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
+
+HELP = """<p>Reconstructs a <b>hyperspectral image from an RGB raster</b> with SCDM, a spectral-cascaded \
+conditional diffusion model: stage 1 reconstructs a few anchor bands from the RGB, stage 2 all bands \
+from the RGB and those anchors. The result is a sample of the model's distribution of spectra that \
+agree with the RGB, not a measurement: use it where a plausible spectrum is worth more than none.</p>
+<p><b>Input</b>: any raster GDAL reads; RED, GREEN and BLUE choose its bands (1, 2, 3 by default). \
+Nodata pixels stay nodata.</p>
+<p><b>Output</b>: a float32 GeoTIFF with the input's CRS, extent and pixel size and one band per \
+wavelength of the model (the bundled model: 48 bands, 374-1046 nm). Each band carries its centre \
+wavelength and FWHM in nanometres (GDAL metadata <i>wavelength</i>, <i>wavelength_units</i>, <i>fwhm</i>, \
+as the EnMAP-Box writes them). <b>Units</b>: the same units as the input RGB (DN stay DN, reflectance \
+stays reflectance): the model works on the RGB's normalised values and maps its output back with the \
+same scale. Optional outputs: the stage-1 bands, and with SAMPLES of 2 or more the per-band standard \
+deviation between samples (an uncertainty, in the same units).</p>
+<p><b>Time</b> grows with the number of pixels, the sampler steps (STEPS for the fast sampler, always \
+1000 for the paper's DDPM sampler, about 50 times slower), SAMPLES, and doubles when GUIDANCE is not 0. \
+Overlap adds the overlapping pixels again. A CUDA GPU (DEVICE auto or cuda) is tens of times faster \
+than the CPU. The log names the device and the model; progress advances per tile, and Cancel stops \
+between tiles and sampler steps without leaving an output file.</p>"""
+
+
+class SpectralSuperResolution(QgsProcessingAlgorithm):
+    def name(self):
+        return "spectralsuperresolution"
+
+    def displayName(self):  # noqa: N802
+        return "Spectral super-resolution"
+
+    def group(self):
+        return "Spectral super-resolution"
+
+    def groupId(self):  # noqa: N802
+        return "spectral"
+
+    def tags(self):
+        return ["hyperspectral", "rgb", "spectral", "super-resolution", "diffusion", "scdm", "reconstruction"]
+
+    def shortHelpString(self):  # noqa: N802
+        return HELP
+
+    def shortDescription(self):  # noqa: N802
+        return "Reconstructs a hyperspectral GeoTIFF from an RGB raster with a diffusion model."
+
+    def icon(self):
+        from ..provider import ICON
+
+        return QIcon(str(ICON))
+
+    def createInstance(self):  # noqa: N802
+        return SpectralSuperResolution()
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "RGB raster"))
+        add_band_parameters(self, "INPUT")
+        add_model_parameters(self)
+        samples = QgsProcessingParameterNumber("SAMPLES", "Samples (averaged; 2 or more for the uncertainty)",
+                                               QgsProcessingParameterNumber.Integer, defaultValue=1,
+                                               minValue=1, maxValue=64)
+        samples.setFlags(samples.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        samples.setHelp("The output is the mean of this many samples drawn with seeds SEED, SEED + 1, ...; "
+                        "time grows linearly with it. UNCERTAINTY_OUTPUT needs at least 2.")
+        self.addParameter(samples)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Hyperspectral output"))
+        for name, label in (("STAGE1_OUTPUT", "Stage-1 bands output"),
+                            ("UNCERTAINTY_OUTPUT", "Uncertainty output (per-band standard deviation)")):
+            parameter = QgsProcessingParameterRasterDestination(name, label, optional=True, createByDefault=False)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        feedback = feedback or QgsProcessingFeedback()  # QGIS may pass none
+        eng = bridge.load_engine()  # torch and the engine are imported here, never at plugin load
+        input_path = raster_path(self, parameters, "INPUT", context)
+        arguments = inference_arguments(self, parameters, context)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        extra = {}
+        for name, keyword in (("STAGE1_OUTPUT", "stage1_output"), ("UNCERTAINTY_OUTPUT", "uncertainty_output")):
+            path = self.parameterAsOutputLayer(parameters, name, context) if parameters.get(name) else ""
+            if path:
+                extra[name] = path
+                arguments[keyword] = path
+        samples = self.parameterAsInt(parameters, "SAMPLES", context)
+        if "UNCERTAINTY_OUTPUT" in extra and samples < 2:
+            raise QgsProcessingException("UNCERTAINTY_OUTPUT needs SAMPLES of at least 2 (the standard deviation "
+                                         "between samples): set SAMPLES to 4, for example.")
+
+        report = bridge.run_inference(eng, feedback, input_path, output, arguments, samples=samples)
+        if report is None:
+            return {}
+        feedback.pushInfo(
+            f"Wrote {report.bands} bands of {report.width} x {report.height} px to {report.output_path} "
+            f"in {report.seconds:.1f} s on {report.device} ({report.tiles_run} tiles run, "
+            f"{report.tiles_skipped} without valid pixels skipped; sampler {report.sampler.get('name')}, "
+            f"{report.sampler.get('steps')} steps, seed {report.seed}).")
+        results = {"OUTPUT": output}
+        results.update(extra)
+        for name, path in results.items():
+            if context.willLoadLayerOnCompletion(path):
+                details = context.layerToLoadOnCompletionDetails(path)
+                details.name = {"OUTPUT": "Hyperspectral", "STAGE1_OUTPUT": "Stage-1 bands",
+                                "UNCERTAINTY_OUTPUT": "Uncertainty"}[name]
+        return results

@@ -1,0 +1,224 @@
+"""The only place where the plugin touches the engine.
+
+Everything here is imported at plugin load time, so it imports neither torch nor the engine at
+module level: ``load_engine()`` does that inside ``processAlgorithm`` and turns a missing dependency
+into a ``QgsProcessingException`` that names the exact command to install it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import sys
+import sysconfig
+import traceback
+from pathlib import Path
+from types import SimpleNamespace
+
+from qgis.core import QgsProcessingException
+
+PLUGIN_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = PLUGIN_ROOT / "resources" / "models" / "scdm-default"
+REQUIREMENTS = PLUGIN_ROOT / "requirements.txt"
+CONSTRAINTS = PLUGIN_ROOT / "constraints.txt"
+
+# Import name -> pip requirement, in the order they are checked.
+DEPENDENCIES = (
+    ("numpy", "numpy<2"),
+    ("torch", "torch==2.13.0"),
+    ("rasterio", "rasterio>=1.3,<2"),
+    ("safetensors", "safetensors>=0.4"),
+    ("matplotlib", "matplotlib>=3.6"),
+)
+
+
+def qgis_python() -> str:
+    """The interpreter whose site-packages QGIS's Python reads (QGIS embeds it, so sys.executable
+    is often the QGIS binary itself)."""
+    exe = Path(sys.executable or "")
+    if exe.name.lower().startswith("python") and exe.is_file():
+        return str(exe)
+    if os.name == "nt":
+        candidate = Path(sys.exec_prefix) / "python.exe"
+        return str(candidate) if candidate.is_file() else "python"
+    for name in (f"python{sys.version_info.major}.{sys.version_info.minor}", "python3"):
+        for folder in (Path(sys.exec_prefix) / "bin", Path(sys.base_exec_prefix) / "bin"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    return "python3"
+
+
+def _externally_managed() -> bool:
+    """Debian/Ubuntu mark the system Python (PEP 668); pip then needs --user --break-system-packages."""
+    if sys.prefix != sys.base_prefix:  # inside a virtual environment
+        return False
+    stdlib = sysconfig.get_paths().get("stdlib")
+    return bool(stdlib) and (Path(stdlib) / "EXTERNALLY-MANAGED").is_file()
+
+
+def install_command() -> str:
+    """The exact shell command that installs the engine's dependencies into QGIS's Python."""
+    parts = [qgis_python(), "-m", "pip", "install"]
+    if _externally_managed():
+        parts += ["--user", "--break-system-packages"]
+    if REQUIREMENTS.is_file():
+        if CONSTRAINTS.is_file():
+            parts += ["-c", str(CONSTRAINTS)]
+        parts += ["-r", str(REQUIREMENTS)]
+    else:
+        parts += [requirement for _, requirement in DEPENDENCIES]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def missing_dependencies() -> list:
+    """Import names of the engine's dependencies that cannot be imported (e.g. torch)."""
+    missing = []
+    for module, _ in DEPENDENCIES:
+        try:
+            importlib.import_module(module)
+        except Exception:  # ImportError, or a broken install (e.g. a numpy ABI clash): as good as missing
+            missing.append(module)
+    return missing
+
+
+def load_engine() -> SimpleNamespace:
+    """Import the engine lazily; raise QgsProcessingException naming the install command if not possible."""
+    missing = missing_dependencies()
+    if missing:
+        raise QgsProcessingException(
+            f"Spectral super-resolution needs the Python package(s) {', '.join(missing)}, which QGIS's Python "
+            f"({qgis_python()}) cannot import. Install them with:\n    {install_command()}\n"
+            "and restart QGIS."
+        )
+    root = str(PLUGIN_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    engine = importlib.import_module("engine")
+    engine_dir = Path(engine.__file__).resolve().parent
+    if engine_dir != PLUGIN_ROOT / "engine":
+        raise QgsProcessingException(
+            f"Another Python package named 'engine' ({engine_dir}) hides the plugin's engine "
+            f"({PLUGIN_ROOT / 'engine'}); remove it from QGIS's Python path or restart QGIS."
+        )
+    from engine import errors, report
+    from engine.bundle import read_config
+    from engine.raster import pipeline
+
+    return SimpleNamespace(
+        errors=errors,
+        infer_raster=pipeline.infer_raster,
+        resolve_device=pipeline.resolve_device,
+        read_config=read_config,
+        evaluate_rasters=report.evaluate_rasters,
+    )
+
+
+def model_folder(value) -> Path:
+    """The MODEL parameter as a path; empty means the bundled default model."""
+    text = (value or "").strip() if isinstance(value, str) else value
+    return Path(text) if text else DEFAULT_MODEL
+
+
+def describe_model(eng: SimpleNamespace, folder: Path) -> str:
+    """One line naming the model, its band grid and where it comes from (raises the engine's BundleError)."""
+    if folder == DEFAULT_MODEL and not folder.exists():
+        raise eng.errors.BundleError(
+            f"the bundled model is missing: {folder} does not exist. Reinstall the plugin zip, or set MODEL "
+            "to a model bundle folder (one holding config.json and weights.safetensors)."
+        )
+    config = eng.read_config(folder)
+    wl = config.wavelengths_nm
+    return (f"Model: {config.name} ({config.band_count} bands, {min(wl):.0f}-{max(wl):.0f} nm, "
+            f"units: {config.output_units}) from {folder}")
+
+
+def describe_device(eng: SimpleNamespace, device: str) -> str:
+    """'cpu' or the GPU's name, after the engine resolved 'auto' (raises InputError for a missing GPU)."""
+    resolved = eng.resolve_device(device)
+    if resolved.startswith("cuda"):
+        import torch
+
+        index = int(resolved.split(":", 1)[1]) if ":" in resolved else torch.cuda.current_device()
+        return f"Device: {resolved} ({torch.cuda.get_device_name(index)})"
+    import torch
+
+    return f"Device: CPU ({os.cpu_count()} cores, torch {torch.__version__})"
+
+
+# The engine's messages name its command-line flags; QGIS users see parameter names instead.
+FLAG_TO_PARAMETER = {
+    "--tile": "TILE_SIZE",
+    "--overlap": "OVERLAP",
+    "--device": "DEVICE",
+    "--samples": "SAMPLES",
+    "--model": "MODEL",
+    "--steps": "STEPS",
+    "--guidance": "GUIDANCE",
+    "--seed": "SEED",
+}
+
+
+def qgis_wording(message: str) -> str:
+    for flag, name in FLAG_TO_PARAMETER.items():
+        message = message.replace(flag, name)
+    return message
+
+
+class FeedbackAdapter:
+    """Engine callbacks backed by a QgsProcessingFeedback: progress (mapped onto start..end percent),
+    cancel and log."""
+
+    def __init__(self, feedback, start: float = 0.0, end: float = 100.0):
+        self.feedback = feedback
+        self.start, self.end = start, end
+        self._last_message = None
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        self.feedback.setProgress(self.start + (self.end - self.start) * fraction)
+        if message and message != self._last_message:
+            self._last_message = message
+            self.feedback.pushInfo(message)
+
+    def cancel(self) -> bool:
+        return self.feedback.isCanceled()
+
+    def log(self, message: str) -> None:
+        self.feedback.pushInfo(message)
+
+
+class Cancelled(Exception):
+    """Raised by ``call_engine`` when the engine stopped because the user cancelled."""
+
+
+def call_engine(eng: SimpleNamespace, feedback, function, *args, **kwargs):
+    """Run an engine function; engine errors become QgsProcessingException with the engine's message,
+    a cancel becomes ``Cancelled`` (the engine has already removed its partial output)."""
+    try:
+        return function(*args, **kwargs)
+    except eng.errors.Cancelled as exc:
+        raise Cancelled(str(exc)) from None
+    except eng.errors.EngineError as exc:
+        raise QgsProcessingException(qgis_wording(str(exc))) from None
+    except QgsProcessingException:
+        raise
+    except Exception as exc:
+        feedback.pushDebugInfo(traceback.format_exc())
+        raise QgsProcessingException(f"Unexpected error in the engine: {type(exc).__name__}: {exc}") from None
+
+
+def run_inference(eng: SimpleNamespace, feedback, input_path, output_path, arguments: dict,
+                  start: float = 0.0, end: float = 100.0, **extra):
+    """Log the model and the device, then run ``infer_raster`` with its progress (start..end percent),
+    cancel and log callbacks wired to the feedback. Returns the engine's InferenceReport, or None after
+    a cancel (the engine leaves no output behind)."""
+    feedback.pushInfo(call_engine(eng, feedback, describe_model, eng, model_folder(arguments["model"])))
+    feedback.pushInfo(call_engine(eng, feedback, describe_device, eng, arguments["device"]))
+    adapter = FeedbackAdapter(feedback, start, end)
+    try:
+        return call_engine(eng, feedback, eng.infer_raster, input_path, output_path, progress=adapter.progress,
+                           cancel=adapter.cancel, log=adapter.log, **arguments, **extra)
+    except Cancelled:
+        feedback.pushInfo("Cancelled: no output was written.")
+        return None
