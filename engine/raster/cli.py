@@ -21,7 +21,7 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", help="hyperspectral GeoTIFF to write (float32, one band per wavelength)")
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--bands", default="1,2,3", help="1-based red,green,blue band numbers of the input (default 1,2,3)")
-    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p.add_argument("--tile", type=int, default=288, help="tile size in pixels (default 288)")
     p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
     p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="default: the bundle's")
     p.add_argument("--steps", type=int, help="sampler steps per stage (default: the bundle's)")

@@ -247,7 +247,7 @@ def infer_raster(
     *,
     model=None,
     bands=(1, 2, 3),
-    tile: int = 256,
+    tile: int = 288,
     overlap: int = 32,
     sampler: Optional[str] = None,
     steps: Optional[int] = None,

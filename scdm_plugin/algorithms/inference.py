@@ -84,7 +84,7 @@ def add_model_parameters(alg) -> None:
         "The same seed, model and settings give the same result, whatever the tiling."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
-                                     defaultValue=256, minValue=8, maxValue=8192),
+                                     defaultValue=288, minValue=8, maxValue=8192),
         "The raster is processed in square tiles of this size; memory grows with its square."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
