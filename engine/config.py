@@ -226,7 +226,7 @@ class StageConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     baseline: Optional[tuple] = None
     x0_limit: Optional[float] = None
-    data_std: Optional[float] = None
+    data_std: Optional[object] = None
 
     @property
     def out_channels(self) -> int:

@@ -154,7 +154,9 @@ def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
             table[band], *_ = np.linalg.lstsq(design[rows], target[rows, band], rcond=None)
     residual = np.where(mask, target - design @ table.T, 0.0)
     limit = float(1.5 * np.abs(residual).max())
-    std = float(np.sqrt((residual ** 2).sum() / max(mask.sum(), 1)))
+    # One std per band: a scalar would give the well-predicted visible bands the sampling noise of
+    # the poorly predicted near-infrared ones.
+    std = tuple(float(v) for v in np.sqrt((residual ** 2).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)))
     return tuple(tuple(float(v) for v in row) for row in table), limit, std
 
 

@@ -164,3 +164,26 @@ def test_truncation_with_threshold_floor_one_leaves_unit_scale_data_alone(schedu
     plain = ddim_sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), 20)
     clamped = ddim_sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), 20, trunc)
     assert clamped.x0.abs().max() <= max(plain.x0.abs().max(), 1.0) + 1e-6
+
+
+class _ZeroNet(torch.nn.Module):
+    out_channels = 2
+    config = None
+
+    def forward(self, x_t, t, cond=None, cond_features=None):
+        return torch.zeros_like(x_t)
+
+
+def test_gaussian_skip_alone_samples_the_per_band_prior(schedule):
+    from engine.diffusion.preconditioning import GaussianSkip
+
+    skip = GaussianSkip(_ZeroNet(), schedule, (0.05, 0.4))
+    x = torch.randn(1, 2, 4, 4)
+    t = torch.tensor([300])
+    ab = schedule.alpha_bar(300)
+    expected = math.sqrt(1 - ab) * x / (ab * torch.tensor([0.05, 0.4]).reshape(1, 2, 1, 1) ** 2 + 1 - ab)
+    assert torch.allclose(skip(x, t), expected, atol=1e-6)
+    result = dpmpp_2m_sample(lambda x_t, tt: skip(x_t, torch.full((x_t.shape[0],), tt)), schedule,
+                             (1, 2, 100, 100), _noise(4), 20)
+    assert result.x0[0, 0].std().item() == pytest.approx(0.05, rel=0.1)
+    assert result.x0[0, 1].std().item() == pytest.approx(0.4, rel=0.1)
