@@ -33,6 +33,12 @@ def stage1_band_indices(total_bands: int) -> tuple:
     return tuple(i * step for i in range(n))
 
 
+def apply_affine(table, cond: torch.Tensor) -> torch.Tensor:
+    """Per-pixel affine map (out, cond + 1), bias last, applied to (B, cond, H, W)."""
+    matrix = torch.tensor(table, dtype=cond.dtype, device=cond.device)
+    return torch.einsum("oc,bchw->bohw", matrix[:, :-1], cond) + matrix[:, -1][None, :, None, None]
+
+
 @dataclass
 class CascadeOutput:
     stage1: torch.Tensor
@@ -81,10 +87,7 @@ class Cascade:
     def baseline(self, stage: int, cond: torch.Tensor) -> Optional[torch.Tensor]:
         """The stage's per-pixel affine estimate from its condition, or None without one."""
         table = self.stage_config(stage).baseline
-        if table is None:
-            return None
-        matrix = torch.tensor(table, dtype=cond.dtype, device=cond.device)
-        return torch.einsum("oc,bchw->bohw", matrix[:, :-1], cond) + matrix[:, -1][None, :, None, None]
+        return None if table is None else apply_affine(table, cond)
 
     def normalisation_for(self, rgb, valid=None):
         return self.config.normalisation.resolved(rgb, valid)

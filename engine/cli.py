@@ -69,20 +69,15 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from engine.data import load_scene, scene_on_grid
-    from engine.evaluate import parse_rgb_spec, reconstruct
-    from engine.spectral import simulate_rgb_from_bands, simulate_rgb_from_srf
+    from engine.evaluate import parse_rgb_spec, reconstruct, scene_rgb
 
     cascade = _load(args)
     settings = _settings(cascade, args)
     rows, cols = _region(args.region)
     kind, value = parse_rgb_spec(args.rgb)
     scene = load_scene(args.scene, rows, cols)
-    if kind == "bands":
-        cube, _ = scene_on_grid(scene, cascade.config.wavelengths_nm, cascade.config.fwhm_nm)
-        rgb = simulate_rgb_from_bands(cube, value)
-    else:
-        order = np.argsort(scene.wavelengths_nm)
-        rgb, _ = simulate_rgb_from_srf(scene.cube[order], scene.wavelengths_nm[order], value)
+    cube, _ = scene_on_grid(scene, cascade.config.wavelengths_nm, cascade.config.fwhm_nm)
+    rgb = scene_rgb(scene, cube, kind, value)
     rec = reconstruct(cascade, rgb, settings, args.seed, scene.valid)
     np.savez_compressed(args.out, cube=np.moveaxis(rec.full, 0, -1), stage1=np.moveaxis(rec.stage1, 0, -1),
                         wavelengths_nm=np.asarray(cascade.config.wavelengths_nm), rgb=np.moveaxis(rgb, 0, -1))

@@ -73,6 +73,13 @@ def scene_on_grid(scene: Scene, wavelengths_nm, fwhm_nm) -> tuple:
     return resampled, covered
 
 
+def render_rgb(scene: Scene, camera: SpectralResponse) -> np.ndarray:
+    """The scene seen through a camera's responses, in the cube's units (InputError if uncovered)."""
+    order = np.argsort(scene.wavelengths_nm)
+    rgb, _ = simulate_rgb_from_srf(scene.cube[order], scene.wavelengths_nm[order], camera)
+    return rgb.astype(np.float32)
+
+
 def rgb_for_scene(scene: Scene, grid_cube: np.ndarray, simulation: RGBSimulation,
                   cameras: Sequence[SpectralResponse]) -> List[np.ndarray]:
     """One RGB rendering of the scene per camera (or the band-index RGB), in the cube's units."""
@@ -80,14 +87,12 @@ def rgb_for_scene(scene: Scene, grid_cube: np.ndarray, simulation: RGBSimulation
         return [simulate_rgb_from_bands(grid_cube, simulation.band_indices)]
     if simulation.kind != "srf":
         raise InputError(f"unknown RGB simulation '{simulation.kind}': use bands or srf")
-    order = np.argsort(scene.wavelengths_nm)
     renderings = []
     for camera in cameras:
         try:
-            rgb, _ = simulate_rgb_from_srf(scene.cube[order], scene.wavelengths_nm[order], camera)
+            renderings.append(render_rgb(scene, camera))
         except InputError:
             continue  # this camera's responses fall outside the scene's spectral range
-        renderings.append(rgb.astype(np.float32))
     if not renderings:
         raise InputError(f"scene {scene.name} covers none of the camera responses")
     return renderings

@@ -13,11 +13,11 @@ import torch
 
 from engine.cascade import Cascade
 from engine.config import SamplerConfig, override_sampler
-from engine.data import load_scene, scene_on_grid
+from engine.data import load_scene, render_rgb, scene_on_grid
 from engine.diffusion.noise import PositionalNoise
 from engine.errors import InputError
 from engine.metrics import all_metrics, per_band_psnr
-from engine.spectral import load_srf_csv, simulate_rgb_from_bands, simulate_rgb_from_srf
+from engine.spectral import load_srf_csv, simulate_rgb_from_bands
 
 
 @dataclass
@@ -75,19 +75,19 @@ def parse_rgb_spec(spec: str):
     raise InputError(f"--rgb {spec!r}: use bands:R,G,B or srf:FILE.csv")
 
 
+def scene_rgb(scene, grid_cube: np.ndarray, kind: str, value) -> np.ndarray:
+    """The RGB a parsed ``--rgb`` spec makes of a scene: grid bands by index, or an SRF rendering."""
+    return simulate_rgb_from_bands(grid_cube, value) if kind == "bands" else render_rgb(scene, value)
+
+
 def evaluate_scene(cascade: Cascade, scene_path, rgb_spec: str, settings: SamplerConfig, seed: int = 0,
                    rows=None, cols=None, progress=None) -> dict:
     """Metrics of the cascade on a scene; with band-index RGB the input bands are also excluded."""
     kind, value = parse_rgb_spec(rgb_spec)
     scene = load_scene(scene_path, rows, cols)
     cube, covered = scene_on_grid(scene, cascade.config.wavelengths_nm, cascade.config.fwhm_nm)
-    if kind == "bands":
-        rgb = simulate_rgb_from_bands(cube, value)
-        input_bands = tuple(value)
-    else:
-        order = np.argsort(scene.wavelengths_nm)
-        rgb, _ = simulate_rgb_from_srf(scene.cube[order], scene.wavelengths_nm[order], value)
-        input_bands = ()
+    rgb = scene_rgb(scene, cube, kind, value)
+    input_bands = tuple(value) if kind == "bands" else ()
     rec = reconstruct(cascade, rgb, settings, seed, scene.valid, progress)
     uncovered = tuple(int(i) for i in np.flatnonzero(~covered))
     reference = cube

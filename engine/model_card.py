@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.bundle import load_bundle
+from engine.data import load_scene
 from engine.evaluate import evaluate_scene
 
 
@@ -24,13 +25,10 @@ def measure(model_dir: Path, data_dir: Path, crop: int, seed: int) -> list:
                                                            "enmap_potsdam_tiles_mosaic.tif"]
     rows = []
     for scene in scenes:
+        h, w = load_scene(scene).cube.shape[1:]
+        r0, c0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        region = ((r0, min(h, r0 + crop)), (c0, min(w, c0 + crop)))
         for camera in config.rgb_simulation.cameras:
-            from engine.data import load_scene
-
-            full = load_scene(scene)
-            h, w = full.cube.shape[1:]
-            r0, c0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-            region = ((r0, min(h, r0 + crop)), (c0, min(w, c0 + crop)))
             srf = data_dir / "srf" / f"{camera}.csv"
             try:
                 result = evaluate_scene(cascade, scene, f"srf:{srf}", config.sampler, seed, *region)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.cascade import Cascade, make_config
+from engine.cascade import Cascade, apply_affine, make_config
 from engine.config import Normalisation, RGBSimulation, SamplerConfig, UNetConfig, houston_grid
 from engine.data import TrainingSet, load_scene
 from engine.diffusion.guidance import noise_predictor
@@ -54,11 +54,6 @@ def linear_regression(train_cubes, test_rgb):
     return (test @ coef).T.reshape(-1, *test_rgb.shape[1:])
 
 
-def _affine(table, cond):
-    matrix = torch.tensor(table, dtype=cond.dtype, device=cond.device)
-    return torch.einsum("oc,bchw->bohw", matrix[:, :-1], cond) + matrix[:, -1][None, :, None, None]
-
-
 def train_cnn(config, data, spec, device, table):
     """Single-shot CNN, same budget and the same linear baseline as the diffusion stages (it learns
     the residual); loss MSE + lambda * (1 - cos) on the output."""
@@ -71,14 +66,14 @@ def train_cnn(config, data, spec, device, table):
     for step in range(spec["iterations"]):
         rng = np.random.default_rng([spec["seed"], 7, step])
         cube, rgb, _ = (torch.from_numpy(a).to(device) for a in data.batch(spec["batch_size"], spec["crop"], rng))
-        pred = net(rgb) + _affine(table, rgb)
+        pred = net(rgb) + apply_affine(table, rgb)
         loss = ((pred - cube) ** 2).mean() + spec["sam_weight"] * spectral_angle_loss(cube + offset, pred + offset)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
     net.eval()
-    return lambda rgb: net(rgb) + _affine(table, rgb)
+    return lambda rgb: net(rgb) + apply_affine(table, rgb)
 
 
 def one_stage_sample(model, schedule, rgb, settings: SamplerConfig, seed: int, table, limit):
@@ -90,7 +85,7 @@ def one_stage_sample(model, schedule, rgb, settings: SamplerConfig, seed: int, t
     result = run_sampler(settings.name, predictor, schedule, shape,
                          lambda step, shp: noise.draw(3, step, shp, rgb.device), settings.steps, truncation,
                          settings.eta, x0_limit=limit)
-    result.x0 = result.x0 + _affine(table, rgb)
+    result.x0 = result.x0 + apply_affine(table, rgb)
     return result
 
 
@@ -138,7 +133,7 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
     one_stage = GaussianSkip(ConditionalUNet(unet, config.band_count, 3), cascade.schedule, residual_std)
     started = time.time()
     train_network(one_stage, cascade.schedule, data, whole, spec, device, label="one-stage", sam_offset=offset,
-                  show_progress=False, baseline=lambda cond: _affine(table, cond))
+                  show_progress=False, baseline=lambda cond: apply_affine(table, cond))
     timings["one-stage diffusion"] = {"train_s": round(time.time() - started, 1)}
     started = time.time()
     for stage in (1, 2):

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     command = "python -m engine.sampler_quality " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"# Sampler quality against network evaluations ({cascade.config.name})", "",
              f"Produced by `{command.strip()}` on this machine's CPU: scene {Path(args.scene).stem}, "
-             f"region {args.region}, RGB {args.rgb}, guidance {results[0] and sampler_settings(cascade, guidance=args.guidance).guidance}, "
+             f"region {args.region}, RGB {args.rgb}, guidance {sampler_settings(cascade, guidance=args.guidance).guidance}, "
              "PDT as in the bundle (DDPM truncates the guided noise, the fast samplers the predicted x_0).", "",
              "| sampler | steps per stage | network passes (both stages) | MPSNR (dB) | SAM (rad) | RMSE | MSSIM | seconds |",
              "|---|---|---|---|---|---|---|---|"]

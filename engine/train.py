@@ -18,11 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.bundle import save_bundle
-from engine.device import resolve_device
 from engine.cascade import Cascade, make_config
 from engine.config import (BundleConfig, Normalisation, RGBSimulation, SamplerConfig, ScheduleConfig, UNetConfig,
                            equal_spacing_fwhm, houston_grid)
 from engine.data import TrainingSet, load_scene
+from engine.device import resolve_device
 from engine.diffusion.ema import EMA
 from engine.diffusion.losses import diffusion_loss
 from engine.errors import InputError
@@ -60,16 +60,20 @@ def load_training_config(path) -> dict:
     return spec
 
 
+def _tuples(fields: dict) -> dict:
+    """JSON lists as the tuples the frozen config dataclasses hold."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
 def bundle_config_from_spec(spec: dict) -> BundleConfig:
     grid = spec.get("grid", "houston")
     if grid == "houston":
         wavelengths, fwhm = houston_grid(), None
     else:
         wavelengths, fwhm = grid["wavelengths_nm"], grid.get("fwhm_nm")
-    unet = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("unet", {}).items()})
-    stage2_unet = spec.get("stage2_unet")
-    stage2_unet = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stage2_unet.items()}) if stage2_unet else None
-    rgb = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("rgb", {}).items()}
+    unet = UNetConfig(**_tuples(spec.get("unet", {})))
+    stage2_unet = UNetConfig(**_tuples(spec["stage2_unet"])) if spec.get("stage2_unet") else None
+    rgb = _tuples(spec.get("rgb", {}))
     return make_config(
         spec["name"], wavelengths, fwhm if fwhm is not None else equal_spacing_fwhm(wavelengths),
         unet=unet, stage2_unet=stage2_unet, stage2_condition=spec["stage2_condition"],
@@ -134,8 +138,8 @@ def _load_checkpoint(output: Path, stage: int, model, ema: EMA, optimizer):
 def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
     """Least-squares per-pixel affine map condition -> target on training crops, and the residual bound.
 
-    Returns (table, x0_limit): table rows are output bands, columns the condition channels then the
-    bias; bands a crop does not cover are left out of their band's fit.
+    Returns (table, x0_limit, per-band residual std): table rows are output bands, columns the
+    condition channels then the bias; bands a crop does not cover are left out of their band's fit.
     """
     conds, targets, masks = [], [], []
     for i in range(batches):

@@ -103,12 +103,13 @@ def load_engine() -> SimpleNamespace:
         )
     from engine import errors, report
     from engine.bundle import read_config
+    from engine.device import resolve_device
     from engine.raster import pipeline
 
     return SimpleNamespace(
         errors=errors,
         infer_raster=pipeline.infer_raster,
-        resolve_device=pipeline.resolve_device,
+        resolve_device=resolve_device,
         read_config=read_config,
         evaluate_rasters=report.evaluate_rasters,
     )
@@ -135,14 +136,12 @@ def describe_model(eng: SimpleNamespace, folder: Path) -> str:
 
 def describe_device(eng: SimpleNamespace, device: str) -> str:
     """'cpu' or the GPU's name, after the engine resolved 'auto' (raises InputError for a missing GPU)."""
-    resolved = eng.resolve_device(device)
-    if resolved.startswith("cuda"):
-        import torch
-
-        index = int(resolved.split(":", 1)[1]) if ":" in resolved else torch.cuda.current_device()
-        return f"Device: {resolved} ({torch.cuda.get_device_name(index)})"
     import torch
 
+    resolved = eng.resolve_device(device)
+    if resolved.startswith("cuda"):
+        index = int(resolved.split(":", 1)[1]) if ":" in resolved else torch.cuda.current_device()
+        return f"Device: {resolved} ({torch.cuda.get_device_name(index)})"
     return f"Device: CPU ({os.cpu_count()} cores, torch {torch.__version__})"
 
 

@@ -105,6 +105,14 @@ def test_sam_loss_of_proportional_spectra_is_zero():
     assert spectral_angle_loss(y, z).item() == pytest.approx(1.0)
 
 
+def test_positional_noise_in_strips_equals_one_draw():
+    shape = (2, 5, 37, 23)
+    origins = [(100, 7), (3, 250)]
+    whole = PositionalNoise(9, origins, rows=10 ** 6).draw(2, 4, shape, torch.device("cpu"))
+    chunked = PositionalNoise(9, origins, rows=8).draw(2, 4, shape, torch.device("cpu"))
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+
+
 def test_positional_noise_agrees_on_overlaps_and_is_standard_normal():
     big = gaussian_field(5, 3, 2, 0, 0, 64, 64, torch.device("cpu"))
     tiles = PositionalNoise(5, [(0, 0), (16, 24)]).draw(0, 3, (2, 2, 32, 32), "cpu")

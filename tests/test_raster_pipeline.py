@@ -19,7 +19,7 @@ import torch
 from rasterio.transform import Affine
 
 from engine.errors import Cancelled, InputError
-from engine.raster.pipeline import RowChunkedNoise, TileBlender, infer_raster
+from engine.raster.pipeline import TileBlender, infer_raster
 from engine.raster.windows import tile_grid
 
 ENMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff" / "enmap_potsdam"
@@ -275,16 +275,6 @@ def test_blender_reproduces_a_field_and_skipped_tiles_stay_empty():
     only_empty &= ~covered_by_other
     assert np.isnan(out[:, only_empty]).all()
     np.testing.assert_allclose(out[:, ~only_empty], field[:, ~only_empty], rtol=1e-5, atol=1e-4)
-
-
-def test_row_chunked_noise_equals_positional_noise():
-    from engine.diffusion.noise import PositionalNoise
-
-    shape = (2, 5, 37, 23)
-    origins = [(100, 7), (3, 250)]
-    whole = PositionalNoise(9, origins).draw(2, 4, shape, torch.device("cpu"))
-    chunked = RowChunkedNoise(9, origins, rows=8).draw(2, 4, shape, torch.device("cpu"))
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch
     ``band_mask`` (B, C) is 1 where the scene covers a band. ``sam_offset`` is added to both spectra
     before the angle so it is measured in physical units ((x - offset) / scale puts the physical
     zero at -offset / scale). When the network models a residual, ``x0_base`` is the baseline the
-    residual is added to, so the angle is still that of the full spectra. The condition is zeroed per item with probability ``p_uncond`` (ICMG).
+    residual is added to, so the angle is still that of the full spectra. The condition is zeroed
+    per item with probability ``p_uncond`` (ICMG).
     """
     b = x0.shape[0]
     device = x0.device

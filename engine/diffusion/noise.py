@@ -59,21 +59,30 @@ def gaussian_field(seed: int, stream: int, channels: int, row0: int, col0: int, 
 
 
 class PositionalNoise:
-    """Noise keyed by global pixel position; ``origins[i]`` is the (row, col) of batch item i."""
+    """Noise keyed by global pixel position; ``origins[i]`` is the (row, col) of batch item i.
 
-    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]]):
+    The field is drawn in strips of ``rows`` rows: a strip keyed by its own global rows equals
+    those rows of a whole draw, and 48 bands of a 512 x 512 tile at once would hold several
+    100 MB of int64/float64 temporaries.
+    """
+
+    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]], rows: int = 32):
         self.seed = int(seed)
         self.origins = [(int(r), int(c)) for r, c in origins]
+        self.rows = max(1, int(rows))
 
     def draw(self, stage: int, step: int, shape, device) -> torch.Tensor:
         batch, channels, height, width = shape
         if batch != len(self.origins):
             raise ValueError(f"noise asked for {batch} tiles but {len(self.origins)} origins are known")
         stream = stage * 1_000_003 + step
-        return torch.stack([
-            gaussian_field(self.seed, stream, channels, r, c, height, width, torch.device(device))
-            for r, c in self.origins
-        ])
+        device = torch.device(device)
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+        for i, (r, c) in enumerate(self.origins):
+            for k in range(0, height, self.rows):
+                h = min(self.rows, height - k)
+                out[i, :, k:k + h] = gaussian_field(self.seed, stream, channels, r + k, c, h, width, device)
+        return out
 
 
 class TorchNoise:

@@ -514,6 +514,8 @@ class _BatchRunner:
     def _run_chunk(self, chunk, progress) -> List[np.ndarray]:
         import torch
 
+        from engine.diffusion.noise import PositionalNoise
+
         th, tw = self.tile_hw
         nh, nw = self.net_hw
         cond = np.stack([reflect_pad(self.norm.to_model(x), nh, nw) for _, _, x in chunk]).astype(np.float32)
@@ -524,7 +526,7 @@ class _BatchRunner:
         merged = np.empty((len(chunk), self.channels, th, tw), dtype=np.float32)
         acc = acc2 = acc1 = None
         for k in range(k_total):
-            noise = RowChunkedNoise(self.seed + k, origins)
+            noise = PositionalNoise(self.seed + k, origins)
             out = self.cascade.sample(cond_t, self.settings, noise,
                                       progress=lambda f, k=k: progress((k + f) / k_total), cancel=self.cancel)
             self.network_passes += out.network_passes * len(chunk)
@@ -568,35 +570,6 @@ class _BatchRunner:
         view *= scale
         view += offset
         return [merged[i] for i in range(len(chunk))]
-
-
-class RowChunkedNoise:
-    """``PositionalNoise`` drawn in strips of ``rows`` rows: the same values, bounded temporaries.
-
-    The positional field is keyed by global (row, column), so a strip drawn with its own origin
-    equals those rows of the whole draw; drawing 48 bands of a 512 x 512 tile at once would hold
-    several 100 MB of int64/float64 temporaries.
-    """
-
-    def __init__(self, seed: int, origins: Sequence[Tuple[int, int]], rows: int = 32):
-        self.seed = int(seed)
-        self.origins = [(int(r), int(c)) for r, c in origins]
-        self.rows = max(1, int(rows))
-
-    def draw(self, stage: int, step: int, shape, device):
-        import torch
-        from engine.diffusion.noise import PositionalNoise
-
-        batch, channels, height, width = shape
-        if batch != len(self.origins):
-            raise ValueError(f"noise asked for {batch} tiles but {len(self.origins)} origins are known")
-        out = torch.empty(shape, dtype=torch.float32, device=device)
-        for i, (r, c) in enumerate(self.origins):
-            for k in range(0, height, self.rows):
-                h = min(self.rows, height - k)
-                part = PositionalNoise(self.seed, [(r + k, c)]).draw(stage, step, (1, channels, h, width), device)
-                out[i, :, k:k + h] = part[0]
-        return out
 
 
 _LIBC = []

@@ -8,7 +8,6 @@ import re
 import uuid
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputFile,
@@ -21,9 +20,9 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingUtils,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from .. import engine_bridge as bridge
+from .base import ScdmAlgorithm
 from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
 
 HELP = """<p>Measures how close a hyperspectral <b>estimate</b> is to a <b>reference</b> hyperspectral raster \
@@ -60,35 +59,20 @@ def parse_band_list(text: str) -> list:
     return sorted(set(indices))
 
 
-class EvaluateSpectralSuperResolution(QgsProcessingAlgorithm):
+class EvaluateSpectralSuperResolution(ScdmAlgorithm):
+    HELP = HELP
+
     def name(self):
         return "evaluatespectralsuperresolution"
 
     def displayName(self):  # noqa: N802
         return "Evaluate spectral super-resolution"
 
-    def group(self):
-        return "Spectral super-resolution"
-
-    def groupId(self):  # noqa: N802
-        return "spectral"
-
     def tags(self):
         return ["hyperspectral", "evaluation", "metrics", "psnr", "ssim", "sam", "rmse", "scdm"]
 
-    def shortHelpString(self):  # noqa: N802
-        return HELP
-
     def shortDescription(self):  # noqa: N802
         return "RMSE, MPSNR, MSSIM and SAM of a hyperspectral estimate against a reference, with a report."
-
-    def icon(self):
-        from ..provider import ICON
-
-        return QIcon(str(ICON))
-
-    def createInstance(self):  # noqa: N802
-        return EvaluateSpectralSuperResolution()
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Reference hyperspectral raster"))

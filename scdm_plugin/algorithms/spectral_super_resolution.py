@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
@@ -11,9 +10,9 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from .. import engine_bridge as bridge
+from .base import ScdmAlgorithm
 from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
 
 HELP = """<p>Reconstructs a <b>hyperspectral image from an RGB raster</b> with SCDM, a spectral-cascaded \
@@ -36,35 +35,20 @@ than the CPU. The log names the device and the model; progress advances per tile
 between tiles and sampler steps without leaving an output file.</p>"""
 
 
-class SpectralSuperResolution(QgsProcessingAlgorithm):
+class SpectralSuperResolution(ScdmAlgorithm):
+    HELP = HELP
+
     def name(self):
         return "spectralsuperresolution"
 
     def displayName(self):  # noqa: N802
         return "Spectral super-resolution"
 
-    def group(self):
-        return "Spectral super-resolution"
-
-    def groupId(self):  # noqa: N802
-        return "spectral"
-
     def tags(self):
         return ["hyperspectral", "rgb", "spectral", "super-resolution", "diffusion", "scdm", "reconstruction"]
 
-    def shortHelpString(self):  # noqa: N802
-        return HELP
-
     def shortDescription(self):  # noqa: N802
         return "Reconstructs a hyperspectral GeoTIFF from an RGB raster with a diffusion model."
-
-    def icon(self):
-        from ..provider import ICON
-
-        return QIcon(str(ICON))
-
-    def createInstance(self):  # noqa: N802
-        return SpectralSuperResolution()
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "RGB raster"))
