@@ -12,7 +12,7 @@ import torch
 from engine.config import BundleConfig, SamplerConfig
 from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import NoiseSource
-from engine.diffusion.preconditioning import GaussianSkip
+from engine.diffusion.preconditioning import make_denoiser
 from engine.diffusion.samplers import run_sampler, sampler_timesteps
 from engine.diffusion.schedule import NoiseSchedule
 from engine.diffusion.truncation import ProgressiveTruncation
@@ -69,9 +69,11 @@ class Cascade:
         """The stage's network (the weights a bundle stores)."""
         return self.stage1_model if stage == 1 else self.stage2_model
 
-    def denoiser(self, stage: int) -> GaussianSkip:
-        """The stage's noise predictor: its network plus the Gaussian skip path when configured."""
-        return GaussianSkip(self.model(stage), self.schedule, self.stage_config(stage).data_std).to(self.device)
+    def denoiser(self, stage: int):
+        """The stage's noise predictor: its network under the stage's parameterisation."""
+        stage_config = self.stage_config(stage)
+        return make_denoiser(self.model(stage), self.schedule, stage_config.parameterisation,
+                             stage_config.data_std).to(self.device)
 
     def stage2_condition(self, stage1: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         kind = self.config.stage2.condition
@@ -137,7 +139,7 @@ class Cascade:
 
 
 def make_config(name: str, wavelengths_nm, fwhm_nm=None, *, unet=None, stage2_unet=None,
-                stage2_condition: str = "stage1+rgb", **fields) -> BundleConfig:
+                stage2_condition: str = "stage1+rgb", parameterisation: str = "eps", **fields) -> BundleConfig:
     """A bundle config whose stage-1 bands follow Eq. 12 on the given grid."""
     from engine.config import StageConfig, UNetConfig, equal_spacing_fwhm
 
@@ -148,8 +150,9 @@ def make_config(name: str, wavelengths_nm, fwhm_nm=None, *, unet=None, stage2_un
         name=name,
         wavelengths_nm=wavelengths,
         fwhm_nm=fwhm,
-        stage1=StageConfig(stage1_band_indices(len(wavelengths)), "rgb", unet),
-        stage2=StageConfig(tuple(range(len(wavelengths))), stage2_condition, stage2_unet or unet),
+        stage1=StageConfig(stage1_band_indices(len(wavelengths)), "rgb", unet, parameterisation=parameterisation),
+        stage2=StageConfig(tuple(range(len(wavelengths))), stage2_condition, stage2_unet or unet,
+                           parameterisation=parameterisation),
         **fields,
     )
     config.validate()

@@ -78,7 +78,7 @@ def cmd_sample(args) -> int:
     scene = load_scene(args.scene, rows, cols)
     cube, _ = scene_on_grid(scene, cascade.config.wavelengths_nm, cascade.config.fwhm_nm)
     rgb = scene_rgb(scene, cube, kind, value)
-    rec = reconstruct(cascade, rgb, settings, args.seed, scene.valid)
+    rec = reconstruct(cascade, rgb, settings, args.seed, scene.valid, samples=args.samples)
     np.savez_compressed(args.out, cube=np.moveaxis(rec.full, 0, -1), stage1=np.moveaxis(rec.stage1, 0, -1),
                         wavelengths_nm=np.asarray(cascade.config.wavelengths_nm), rgb=np.moveaxis(rgb, 0, -1))
     print(f"{args.out}: {rec.full.shape[0]} bands, {rec.nfe} predictor calls, {rec.seconds:.1f} s")
@@ -91,10 +91,10 @@ def cmd_evaluate(args) -> int:
     cascade = _load(args)
     settings = _settings(cascade, args)
     rows, cols = _region(args.region)
-    result = evaluate_scene(cascade, args.scene, args.rgb, settings, args.seed, rows, cols)
+    result = evaluate_scene(cascade, args.scene, args.rgb, settings, args.seed, rows, cols, samples=args.samples)
     m, mx = result["metrics"], result["metrics_without_input_bands"]
     print(f"{result['scene']}  {settings.name} steps={settings.steps} guidance={settings.guidance} "
-          f"network passes={result['network_passes']}  {result['seconds']} s")
+          f"samples={args.samples} network passes={result['network_passes']}  {result['seconds']} s")
     print(f"RMSE {m['rmse']:.2f}  MPSNR {m['mpsnr']:.2f} dB  MSSIM {m['mssim']:.4f}  SAM {m['sam']:.4f} rad")
     if mx != m:
         print(f"without input bands: RMSE {mx['rmse']:.2f}  MPSNR {mx['mpsnr']:.2f} dB  "
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scene", required=True, help="scene .npz or spectral GeoTIFF")
         p.add_argument("--rgb", default="bands:4,11,22", help="bands:R,G,B (0-based) or srf:FILE.csv")
         p.add_argument("--region", help="ROW0:ROW1,COL0:COL1 crop of the scene")
+        p.add_argument("--samples", type=int, default=1, help="average K samples (the posterior mean estimate)")
         _add_sampler_arguments(p)
         if name == "sample":
             p.add_argument("--out", required=True, help="output .npz")

@@ -217,8 +217,10 @@ class StageConfig:
     diffusion then models the residual x_0 - baseline(c), a far smaller and easier signal than x_0
     itself. ``x0_limit`` bounds the predicted residual at every sampler step (clip_denoised of
     improved-diffusion), set from the training residuals; None leaves it unbounded. ``data_std``
-    (the residual's standard deviation) turns on the Gaussian skip path of the noise predictor
-    (engine.diffusion.preconditioning).
+    (the residual's standard deviation, one per band) turns on the Gaussian skip path of the eps
+    predictor and scales the EDM preconditioning. ``parameterisation`` is "eps" (the paper's noise
+    prediction) or "edm" (x_0 prediction through EDM's preconditioning, engine.diffusion.preconditioning);
+    bundles written before it existed are "eps".
     """
 
     output_indices: tuple
@@ -227,6 +229,7 @@ class StageConfig:
     baseline: Optional[tuple] = None
     x0_limit: Optional[float] = None
     data_std: Optional[object] = None
+    parameterisation: str = "eps"
 
     @property
     def out_channels(self) -> int:
@@ -284,6 +287,9 @@ class BundleConfig:
             raise ValueError(f"stage 2 outputs {self.stage2.out_channels} bands, the grid has {n_bands}")
         if any(not 0 <= i < n_bands for i in self.stage1.output_indices):
             raise ValueError("stage-1 band indices fall outside the band grid")
+        for stage in (self.stage1, self.stage2):
+            if stage.parameterisation not in ("eps", "edm"):
+                raise ValueError(f"unknown parameterisation '{stage.parameterisation}': use 'eps' or 'edm'")
         self.sampler.validate()
 
 

@@ -41,8 +41,11 @@ def sampler_settings(cascade: Cascade, sampler: Optional[str] = None, steps: Opt
 
 
 def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed: int = 0,
-                valid: Optional[np.ndarray] = None, progress=None, cancel=None) -> Reconstruction:
-    """Run the cascade on one whole RGB image (3, H, W) in physical units."""
+                valid: Optional[np.ndarray] = None, progress=None, cancel=None, samples: int = 1) -> Reconstruction:
+    """Run the cascade on one whole RGB image (3, H, W) in physical units; ``samples`` > 1 averages
+    that many samples (seeds seed, seed + 1, ...), an estimate of the posterior mean."""
+    if samples < 1:
+        raise InputError(f"samples must be at least 1, got {samples}")
     norm = cascade.normalisation_for(rgb, valid)
     h, w = rgb.shape[1:]
     m = cascade.config.size_multiple
@@ -52,11 +55,18 @@ def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed
         model_rgb = np.pad(model_rgb, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
     cond = torch.from_numpy(np.ascontiguousarray(model_rgb))[None]
     started = time.time()
-    out = cascade.sample(cond, settings, PositionalNoise(seed, [(0, 0)]), progress, cancel)
+    full = stage1 = None
+    nfe = passes = 0
+    for k in range(samples):
+        report = None if progress is None else (lambda f, k=k: progress((k + f) / samples))
+        out = cascade.sample(cond, settings, PositionalNoise(seed + k, [(0, 0)]), report, cancel)
+        full = out.full if full is None else full + out.full
+        stage1 = out.stage1 if stage1 is None else stage1 + out.stage1
+        nfe, passes = nfe + out.nfe, passes + out.network_passes
     seconds = time.time() - started
-    full = norm.from_model(out.full[0, :, :h, :w].cpu().numpy())
-    stage1 = norm.from_model(out.stage1[0, :, :h, :w].cpu().numpy())
-    return Reconstruction(full.astype(np.float32), stage1.astype(np.float32), out.nfe, out.network_passes, seconds)
+    full = norm.from_model((full / samples)[0, :, :h, :w].cpu().numpy())
+    stage1 = norm.from_model((stage1 / samples)[0, :, :h, :w].cpu().numpy())
+    return Reconstruction(full.astype(np.float32), stage1.astype(np.float32), nfe, passes, seconds)
 
 
 def parse_rgb_spec(spec: str):
@@ -81,14 +91,14 @@ def scene_rgb(scene, grid_cube: np.ndarray, kind: str, value) -> np.ndarray:
 
 
 def evaluate_scene(cascade: Cascade, scene_path, rgb_spec: str, settings: SamplerConfig, seed: int = 0,
-                   rows=None, cols=None, progress=None) -> dict:
+                   rows=None, cols=None, progress=None, samples: int = 1) -> dict:
     """Metrics of the cascade on a scene; with band-index RGB the input bands are also excluded."""
     kind, value = parse_rgb_spec(rgb_spec)
     scene = load_scene(scene_path, rows, cols)
     cube, covered = scene_on_grid(scene, cascade.config.wavelengths_nm, cascade.config.fwhm_nm)
     rgb = scene_rgb(scene, cube, kind, value)
     input_bands = tuple(value) if kind == "bands" else ()
-    rec = reconstruct(cascade, rgb, settings, seed, scene.valid, progress)
+    rec = reconstruct(cascade, rgb, settings, seed, scene.valid, progress, samples=samples)
     uncovered = tuple(int(i) for i in np.flatnonzero(~covered))
     reference = cube
     metrics = all_metrics(reference, rec.full, exclude_bands=uncovered, valid_mask=scene.valid)
@@ -98,7 +108,7 @@ def evaluate_scene(cascade: Cascade, scene_path, rgb_spec: str, settings: Sample
         "scene": scene.name, "model": cascade.config.name, "rgb": rgb_spec,
         "sampler": settings.name, "steps": settings.steps, "guidance": settings.guidance,
         "pdt": [settings.pdt_stage1, settings.pdt_stage2], "truncation_target": settings.truncation_target,
-        "seed": seed, "nfe": rec.nfe, "network_passes": rec.network_passes, "seconds": round(rec.seconds, 2),
+        "seed": seed, "samples": samples, "nfe": rec.nfe, "network_passes": rec.network_passes, "seconds": round(rec.seconds, 2),
         "metrics": metrics, "metrics_without_input_bands": metrics_no_input,
         "per_band_psnr": [float(v) for v in per_band_psnr(reference, rec.full, valid_mask=scene.valid)],
         "_arrays": (reference, rec.full, scene.valid),

@@ -17,6 +17,9 @@ from engine.bundle import load_bundle
 from engine.data import load_scene
 from engine.evaluate import evaluate_scene
 
+PARAMETERISATIONS = {"eps": "the paper's noise prediction (with a Gaussian skip path)",
+                     "edm": "EDM preconditioning (x_0 prediction scaled by the residual's per-band std)"}
+
 
 def measure(model_dir: Path, data_dir: Path, crop: int, seed: int) -> list:
     cascade = load_bundle(model_dir)
@@ -54,7 +57,9 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
         f"Estimates {config.band_count} bands from {wl[0]:.1f} to {wl[-1]:.1f} nm "
         f"(spacing {wl[1] - wl[0]:.1f} nm, FWHM {config.fwhm_nm[0]:.1f} nm) from an RGB image, through a two-stage "
         f"spectral cascade: stage 1 estimates {len(config.stage1_indices)} bands (indices {list(config.stage1_indices)}), "
-        f"stage 2 all {config.band_count} conditioned on stage 1 and the RGB.", "",
+        f"stage 2 all {config.band_count} conditioned on stage 1 and the RGB. Each stage is a conditional diffusion "
+        f"model on the residual of a per-pixel affine map from its condition; networks use "
+        f"{PARAMETERISATIONS[config.stage1.parameterisation]}.", "",
         "## Units of the output",
         "The same radiometric units as the input RGB. The model works in units of the input's "
         f"{config.normalisation.percentile:g}th-percentile RGB value, computed once per raster; the output is scaled "

@@ -4,8 +4,9 @@
 bands [4, 11, 22], the paper's normalisation (x - 3693) / 7410. Every method gets the same data,
 iterations, batch and crop: per-pixel linear regression (the floor), a single-shot CNN, one-stage
 diffusion (RGB -> 48 bands) and the two-stage cascade (RGB -> 12 -> 48) sampled with the paper's
-1000-step DDPM (ICMG + PDT on the noise) and with the fast sampler; plus the PDT / ICMG ablation
-(Table VI) on one fold. Writes a Markdown table, JSON and the figures to ``--out``.
+1000-step DDPM (ICMG + PDT on the noise, one sample as in the paper) and with the fast sampler, one
+sample and the mean of K; plus the PDT / ICMG ablation (Table VI) on one fold. The diffusion
+networks use EDM preconditioning unless ``--parameterisation eps`` asks for the paper's. Writes a Markdown table, JSON and the figures to ``--out``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engine.config import Normalisation, RGBSimulation, SamplerConfig, UNetConfi
 from engine.data import TrainingSet, load_scene
 from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import PositionalNoise
-from engine.diffusion.preconditioning import GaussianSkip
+from engine.diffusion.preconditioning import make_denoiser
 from engine.diffusion.samplers import run_sampler
 from engine.diffusion.truncation import ProgressiveTruncation
 from engine.metrics import all_metrics, per_band_psnr
@@ -85,8 +86,19 @@ def one_stage_sample(model, schedule, rgb, settings: SamplerConfig, seed: int, t
     result = run_sampler(settings.name, predictor, schedule, shape,
                          lambda step, shp: noise.draw(3, step, shp, rgb.device), settings.steps, truncation,
                          settings.eta, x0_limit=limit)
-    result.x0 = result.x0 + apply_affine(table, rgb)
-    return result
+    return result.x0 + apply_affine(table, rgb), result.network_passes
+
+
+def mean_of_samples(draw, count: int, seed: int):
+    """The average of ``count`` samples drawn with seeds seed, seed + 1, ... (``draw(seed)`` returns
+    (estimate, network passes)): a Monte-Carlo estimate of the posterior mean, which a single sample
+    cannot match in RMSE (a sample's expected squared error is the mean's plus the posterior variance)."""
+    total, passes = None, 0
+    for k in range(count):
+        estimate, used = draw(seed + k)
+        total = estimate if total is None else total + estimate
+        passes += used
+    return total / count, passes
 
 
 def paper_sampler(guidance: float, pdt: bool = True) -> SamplerConfig:
@@ -101,10 +113,11 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
     train_scenes = [load_scene(scene_path, r, c) for i, (r, c) in enumerate(QUADRANTS) if i != fold]
     unet = UNetConfig(base_channels=args.width, channel_multipliers=(1, 2, 2), encoder_res_blocks=1,
                       decoder_res_blocks=2, attention_downsample=(4,), attention_heads=4)
-    fast = SamplerConfig(name="dpmpp", steps=args.fast_steps, guidance=args.guidance, pdt_stage1=0.96,
+    fast = SamplerConfig(name="dpmpp", steps=args.fast_steps, guidance=args.fast_guidance, pdt_stage1=0.96,
                          pdt_stage2=0.88, truncation_target="x0")
     config = make_config("paper-protocol", houston_grid(), unet=unet, normalisation=NORMALISATION,
-                         rgb_simulation=RGBSimulation(kind="bands", band_indices=RGB_BANDS), sampler=fast)
+                         rgb_simulation=RGBSimulation(kind="bands", band_indices=RGB_BANDS), sampler=fast,
+                         parameterisation=args.parameterisation)
     data = TrainingSet(config, train_scenes)
     spec = {**DEFAULTS, "iterations": args.iterations, "batch_size": args.batch, "crop": args.crop,
             "learning_rate": args.lr, "seed": args.seed, "resume": False}
@@ -130,7 +143,8 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
 
     torch.manual_seed(args.seed)
     cascade = Cascade(config, device="cpu")
-    one_stage = GaussianSkip(ConditionalUNet(unet, config.band_count, 3), cascade.schedule, residual_std)
+    one_stage = make_denoiser(ConditionalUNet(unet, config.band_count, 3), cascade.schedule, args.parameterisation,
+                              residual_std)
     started = time.time()
     train_network(one_stage, cascade.schedule, data, whole, spec, device, label="one-stage", sam_offset=offset,
                   show_progress=False, baseline=lambda cond: apply_affine(table, cond))
@@ -142,32 +156,44 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
     train_s = round(time.time() - started, 1)
     log(f"fold {fold}: diffusion models trained")
 
-    started = time.time()
-    x = one_stage_sample(one_stage.to(device).eval(), cascade.schedule, rgb_model, fast, args.seed, table, limit)
-    estimates["one-stage diffusion (fast)"] = NORMALISATION.from_model(x.x0[0].cpu().numpy())
-    timings["one-stage diffusion (fast)"] = {**timings.pop("one-stage diffusion"), "sample_s": round(time.time() - started, 1),
-                                             "network_passes": x.network_passes}
+    one_stage_train = timings.pop("one-stage diffusion")
+    one_stage.to(device).eval()
 
-    runs = {"cascade, fast sampler": fast}
+    def one_stage_draw(seed):
+        return one_stage_sample(one_stage, cascade.schedule, rgb_model, fast, seed, table, limit)
+
+    def cascade_draw(settings):
+        def draw(seed):
+            out = cascade.sample(rgb_model, settings, PositionalNoise(seed, [(0, 0)]))
+            return out.full, out.network_passes
+        return draw
+
+    mean_label = f"mean of {args.samples} samples"
+    runs = {
+        "one-stage diffusion (fast), one sample": (one_stage_draw, 1, one_stage_train),
+        f"one-stage diffusion (fast), {mean_label}": (one_stage_draw, args.samples, one_stage_train),
+        "cascade, fast sampler, one sample": (cascade_draw(fast), 1, {"train_s": train_s}),
+        f"cascade, fast sampler, {mean_label}": (cascade_draw(fast), args.samples, {"train_s": train_s}),
+    }
     if not args.skip_ddpm:
-        runs["cascade, paper sampler (DDPM 1000)"] = paper_sampler(args.guidance)
-    for label, settings in runs.items():
+        runs["cascade, paper sampler (DDPM 1000), one sample"] = (cascade_draw(paper_sampler(args.guidance)), 1,
+                                                                {"train_s": train_s})
+    for label, (draw, count, train_timing) in runs.items():
         started = time.time()
-        out = cascade.sample(rgb_model, settings, PositionalNoise(args.seed, [(0, 0)]))
-        estimates[label] = NORMALISATION.from_model(out.full[0].cpu().numpy())
-        timings[label] = {"train_s": train_s, "sample_s": round(time.time() - started, 1),
-                          "network_passes": out.network_passes}
+        estimate, passes = mean_of_samples(draw, count, args.seed)
+        estimates[label] = NORMALISATION.from_model(estimate[0].cpu().numpy())
+        timings[label] = {**train_timing, "sample_s": round(time.time() - started, 1), "network_passes": passes}
         log(f"fold {fold}: {label} sampled in {timings[label]['sample_s']} s")
 
     ablation = {}
     if fold == args.ablation_fold:
         variants = {
             "no ICMG, no PDT": replace(fast, guidance=0.0, pdt_stage1=None, pdt_stage2=None),
-            "ICMG only": replace(fast, pdt_stage1=None, pdt_stage2=None),
+            "ICMG only": replace(fast, guidance=args.guidance, pdt_stage1=None, pdt_stage2=None),
             "PDT only": replace(fast, guidance=0.0),
-            "ICMG + PDT (x0)": fast,
-            "ICMG + PDT (x_t, authors' code)": replace(fast, truncation_target="x_t"),
-            "ICMG + PDT (eps, paper)": replace(fast, truncation_target="eps"),
+            "ICMG + PDT (x0)": replace(fast, guidance=args.guidance),
+            "ICMG + PDT (x_t, authors' code)": replace(fast, guidance=args.guidance, truncation_target="x_t"),
+            "ICMG + PDT (eps, paper)": replace(fast, guidance=args.guidance, truncation_target="eps"),
         }
         if not args.skip_ddpm:
             variants.update({
@@ -214,7 +240,9 @@ def write_outputs(folds: list, args, out: Path) -> None:
         "",
         f"Produced by `python -m engine.paper_protocol {' '.join(args.argv)}` "
         f"({len(folds)} fold(s); {args.iterations} iterations x batch {args.batch} x {args.crop}^2 crops per network, "
-        f"UNet width {args.width}, guidance s = {args.guidance}, fast sampler = DPM-Solver++(2M) {args.fast_steps} steps).",
+        f"UNet width {args.width}, {args.parameterisation} parameterisation; fast sampler = DPM-Solver++(2M) "
+        f"{args.fast_steps} steps, PDT on x_0, guidance s = {args.fast_guidance}; paper sampler and ICMG "
+        f"ablation rows s = {args.guidance}).",
         "Metrics exclude the three input bands [4, 11, 22] except the last column; MPSNR peak = reference maximum.",
         "",
         "| method | RMSE | SAM (rad) | MSSIM | MPSNR (dB) | MPSNR all bands | network passes | train s | sample s |",
@@ -250,8 +278,13 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=32)
-    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=1.0, help="ICMG scale of the paper sampler and the ablation")
+    parser.add_argument("--fast-guidance", type=float, default=0.0,
+                        help="ICMG scale of the fast sampler (0: the ablation shows s = 1 costs accuracy here)")
     parser.add_argument("--fast-steps", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=16, help="samples averaged in the 'mean of K samples' rows")
+    parser.add_argument("--parameterisation", choices=("eps", "edm"), default="edm",
+                        help="eps: the paper's noise prediction; edm: EDM preconditioning (x_0 prediction)")
     parser.add_argument("--ablation-fold", type=int, default=0)
     parser.add_argument("--skip-ddpm", action="store_true", help="leave out the 1000-step runs")
     parser.add_argument("--seed", type=int, default=0)

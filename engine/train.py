@@ -31,6 +31,7 @@ DEFAULTS = {
     "iterations": 2000, "batch_size": 8, "crop": 32, "learning_rate": 2e-4, "ema_decay": 0.995,
     "sam_weight": 1.0, "p_uncond": 0.1, "checkpoint_every": 500, "seed": 0, "device": "auto",
     "stages": [1, 2], "stage2_condition": "stage1+rgb", "srf_dir": None, "threads": None, "baseline": True,
+    "parameterisation": "edm",
 }
 
 
@@ -77,6 +78,7 @@ def bundle_config_from_spec(spec: dict) -> BundleConfig:
     return make_config(
         spec["name"], wavelengths, fwhm if fwhm is not None else equal_spacing_fwhm(wavelengths),
         unet=unet, stage2_unet=stage2_unet, stage2_condition=spec["stage2_condition"],
+        parameterisation=spec["parameterisation"],
         schedule=ScheduleConfig(**spec.get("schedule", {})),
         sampler=SamplerConfig(**spec.get("sampler", {})),
         normalisation=Normalisation(**spec.get("normalisation", {})),
@@ -135,12 +137,8 @@ def _load_checkpoint(output: Path, stage: int, model, ema: EMA, optimizer):
     return int(info["step"]), list(info["losses"])
 
 
-def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
-    """Least-squares per-pixel affine map condition -> target on training crops, and the residual bound.
-
-    Returns (table, x0_limit, per-band residual std): table rows are output bands, columns the
-    condition channels then the bias; bands a crop does not cover are left out of their band's fit.
-    """
+def _training_pixels(data: TrainingSet, select, spec: dict, batches: int):
+    """(condition, target, covered) per pixel of ``batches`` seeded training batches."""
     conds, targets, masks = [], [], []
     for i in range(batches):
         rng = np.random.default_rng([spec["seed"], 99, i])
@@ -149,8 +147,29 @@ def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
         conds.append(cond.permute(0, 2, 3, 1).reshape(-1, cond.shape[1]).double().numpy())
         targets.append(x0.permute(0, 2, 3, 1).reshape(-1, x0.shape[1]).double().numpy())
         masks.append(np.repeat(band_mask.numpy(), x0.shape[2] * x0.shape[3], axis=0) > 0)
-    design = np.hstack([np.concatenate(conds), np.ones((sum(len(c) for c in conds), 1))])
-    target, mask = np.concatenate(targets), np.concatenate(masks)
+    return np.concatenate(conds), np.concatenate(targets), np.concatenate(masks)
+
+
+def _per_band_std(values: np.ndarray, mask: np.ndarray) -> tuple:
+    """Root mean square per band over covered pixels."""
+    return tuple(float(v) for v in np.sqrt((np.where(mask, values, 0.0) ** 2).sum(axis=0) /
+                                           np.maximum(mask.sum(axis=0), 1)))
+
+
+def target_std(data: TrainingSet, select, spec: dict, batches: int = 32) -> tuple:
+    """Per-band root mean square of the target itself, the data scale when no baseline is fitted."""
+    _, target, mask = _training_pixels(data, select, spec, batches)
+    return _per_band_std(target, mask)
+
+
+def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
+    """Least-squares per-pixel affine map condition -> target on training crops, and the residual bound.
+
+    Returns (table, x0_limit, per-band residual std): table rows are output bands, columns the
+    condition channels then the bias; bands a crop does not cover are left out of their band's fit.
+    """
+    cond, target, mask = _training_pixels(data, select, spec, batches)
+    design = np.hstack([cond, np.ones((len(cond), 1))])
     table = np.zeros((target.shape[1], design.shape[1]))
     for band in range(target.shape[1]):
         rows = mask[:, band]
@@ -160,8 +179,7 @@ def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
     limit = float(1.5 * np.abs(residual).max())
     # One std per band: a scalar would give the well-predicted visible bands the sampling noise of
     # the poorly predicted near-infrared ones.
-    std = tuple(float(v) for v in np.sqrt((residual ** 2).sum(axis=0) / np.maximum(mask.sum(axis=0), 1)))
-    return tuple(tuple(float(v) for v in row) for row in table), limit, std
+    return tuple(tuple(float(v) for v in row) for row in table), limit, _per_band_std(residual, mask)
 
 
 def train_network(model, schedule, data: TrainingSet, select, spec: dict, device: str,
@@ -214,11 +232,14 @@ def train_stage(stage: int, cascade: Cascade, data: TrainingSet, spec: dict, dev
     def select(cube, rgb, mask):
         return _stage_tensors(stage, config, cube, rgb, mask)
 
+    field_name = f"stage{stage}"
+    stage_config = getattr(config, field_name)
     if spec.get("baseline", True):
         table, limit, std = fit_baseline(data, select, spec)
-        field_name = f"stage{stage}"
-        updated = replace(getattr(config, field_name), baseline=table, x0_limit=limit, data_std=std)
-        config = cascade.config = replace(cascade.config, **{field_name: updated})
+        stage_config = replace(stage_config, baseline=table, x0_limit=limit, data_std=std)
+    elif stage_config.parameterisation == "edm":
+        stage_config = replace(stage_config, data_std=target_std(data, select, spec))
+    config = cascade.config = replace(cascade.config, **{field_name: stage_config})
     offset = config.normalisation.offset / config.normalisation.scale
     baseline = (lambda cond: cascade.baseline(stage, cond)) if spec.get("baseline", True) else None
     summary = train_network(cascade.denoiser(stage), cascade.schedule, data, select, spec, device,

@@ -74,6 +74,31 @@ def test_bundle_round_trip(tmp_path):
     assert BundleConfig.from_dict(json.loads((tmp_path / "b" / CONFIG_NAME).read_text())) == config
 
 
+def test_edm_bundle_round_trips_and_older_bundles_read_as_eps(tmp_path):
+    from dataclasses import replace
+
+    from engine.config import SamplerConfig
+    from engine.diffusion.noise import TorchNoise
+
+    config = make_config("edm", houston_grid(), unet=UNetConfig(base_channels=8, channel_multipliers=(1, 2)),
+                         parameterisation="edm")
+    config = replace(config, stage1=replace(config.stage1, data_std=tuple([0.1] * 12)),
+                     stage2=replace(config.stage2, data_std=0.05))
+    save_bundle(Cascade(config), tmp_path / "edm")
+    loaded = load_bundle(tmp_path / "edm")
+    assert loaded.config == config and loaded.denoiser(1).parameterisation == "edm"
+    out = loaded.sample(torch.rand(1, 3, 8, 8), SamplerConfig(name="dpmpp", steps=3, guidance=1.0), TorchNoise(0))
+    assert torch.isfinite(out.full).all()
+
+    raw = json.loads((tmp_path / "edm" / CONFIG_NAME).read_text())
+    for stage in ("stage1", "stage2"):
+        del raw[stage]["parameterisation"]
+    assert BundleConfig.from_dict(raw).stage1.parameterisation == "eps"
+    raw["stage2"]["parameterisation"] = "v"
+    with pytest.raises(ValueError, match="parameterisation 'v'"):
+        BundleConfig.from_dict(raw)
+
+
 def test_bundle_refuses_pickle_truncation_mismatch_and_foreign(tmp_path, tiny_bundle):
     import shutil
 

@@ -43,3 +43,27 @@ def test_clear_errors(tiny_bundle, tmp_path):
     assert bad_rgb.returncode == 2 and "three 0-based band indices" in bad_rgb.stderr
     bad_steps = _engine("bench", "--model", str(tiny_bundle), "--samplers", "ddim:0")
     assert bad_steps.returncode == 2 and "steps must be at least 1" in bad_steps.stderr
+
+
+def test_evaluate_averages_samples(tiny_bundle, tmp_path, shared_data):
+    """--samples K costs K times the passes and gives the mean of the seeds' samples."""
+    from engine.bundle import load_bundle
+    from engine.config import SamplerConfig
+    from engine.evaluate import reconstruct
+
+    scene = str(shared_data / "scenes" / "houston2018_casi48.npz")
+    results = {}
+    for k in (1, 3):
+        run = _engine("evaluate", "--model", str(tiny_bundle), "--scene", scene, "--region", "0:16,0:16",
+                      "--sampler", "ddim", "--steps", "2", "--samples", str(k), "--json", str(tmp_path / f"{k}.json"))
+        assert run.returncode == 0, run.stderr
+        results[k] = json.loads((tmp_path / f"{k}.json").read_text())
+    assert results[3]["network_passes"] == 3 * results[1]["network_passes"] and results[3]["samples"] == 3
+
+    cascade = load_bundle(tiny_bundle)
+    rgb = np.random.default_rng(0).uniform(100, 2000, (3, 16, 16)).astype(np.float32)
+    settings = SamplerConfig(name="ddim", steps=2, guidance=0.0)
+    singles = [reconstruct(cascade, rgb, settings, seed=s).full for s in (5, 6, 7)]
+    mean = reconstruct(cascade, rgb, settings, seed=5, samples=3).full
+    assert np.allclose(mean, np.mean(singles, axis=0), rtol=1e-4, atol=1e-5 * np.abs(mean).max())
+    assert not np.allclose(singles[0], singles[1])

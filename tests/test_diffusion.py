@@ -195,3 +195,105 @@ def test_gaussian_skip_alone_samples_the_per_band_prior(schedule):
                              (1, 2, 100, 100), _noise(4), 20)
     assert result.x0[0, 0].std().item() == pytest.approx(0.05, rel=0.1)
     assert result.x0[0, 1].std().item() == pytest.approx(0.4, rel=0.1)
+
+
+def test_edm_with_a_silent_network_is_the_gaussian_optimum(schedule):
+    """F = 0 leaves c_skip x~, the optimal denoiser of N(0, sd^2): the same eps as the Gaussian skip path."""
+    from engine.diffusion.preconditioning import EDMPreconditioning, GaussianSkip
+
+    std = (0.05, 0.4)
+    edm = EDMPreconditioning(_ZeroNet(), schedule, std)
+    skip = GaussianSkip(_ZeroNet(), schedule, std)
+    x = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    for step in (0, 10, 300, 999):
+        t = torch.full((3,), step)
+        # float32: eps = (x_t - alpha x0_hat) / sqrt(1 - ab) cancels digits at small t
+        assert torch.allclose(edm(x, t), skip(x, t), rtol=1e-3, atol=1e-4)
+
+
+def test_edm_target_reproduces_x0_and_bounds_the_network_gain(schedule):
+    from engine.diffusion.preconditioning import EDMPreconditioning
+
+    std = torch.tensor([0.05, 0.4]).reshape(1, 2, 1, 1)
+
+    class Oracle(torch.nn.Module):
+        out_channels = 2
+        config = None
+        answer = None
+
+        def forward(self, x_t, t, cond=None, cond_features=None):
+            return self.answer
+
+    oracle = Oracle()
+    edm = EDMPreconditioning(oracle, schedule, (0.05, 0.4))
+    x0 = torch.randn(2, 2, 8, 8) * std
+    noise = torch.randn_like(x0)
+    for step in (0, 500, 999):
+        t = torch.full((2,), step)
+        x_t = schedule.q_sample(x0, t, noise)
+        oracle.answer = edm.target(x0, x_t, t)
+        x0_hat, _ = edm.denoise(x_t, t)
+        assert torch.allclose(x0_hat, x0, atol=1e-4)
+        # the noise the sampler receives is the true noise when the network is exact
+        assert torch.allclose(edm(x_t, t), noise, atol=2e-3 if step == 0 else 1e-4)
+        # a unit error in F moves x0_hat by c_out <= sd, at every noise level
+        _, _, _, c_out, _ = edm.coefficients(t)
+        assert bool((c_out <= std + 1e-6).all())
+    # c_out -> sd at high noise, -> sigma at low noise
+    _, _, _, c_out, _ = edm.coefficients(torch.tensor([999]))
+    assert torch.allclose(c_out.flatten(), std.flatten(), rtol=0.01)
+
+
+def test_edm_loss_is_zero_for_the_exact_network(schedule):
+    """The MSE term compares the raw output with EDM's target, and x0_hat feeds the angle term."""
+    from engine.diffusion.losses import diffusion_loss
+    from engine.diffusion.preconditioning import EDMPreconditioning
+
+    x0 = torch.randn(4, 2, 8, 8) * 0.1 + 0.3
+
+    class Exact(torch.nn.Module):
+        out_channels = 2
+        config = None
+
+        def forward(self, x_t, t, cond=None, cond_features=None):
+            # the network sees c_in x~; undo it to state the target in terms of x_t
+            alpha, _, c_skip, c_out, c_in = edm.coefficients(t)
+            return (x0 - c_skip * x_t / c_in) / c_out
+
+    edm = EDMPreconditioning(Exact(), schedule, (0.1, 0.1))
+    out = diffusion_loss(edm, schedule, x0, torch.zeros(4, 3, 8, 8), sam_weight=1.0, p_uncond=0.0,
+                         generator=torch.Generator().manual_seed(0))
+    assert out["mse"].item() < 1e-6
+    assert out["sam"].item() < 1e-5
+    wrong = diffusion_loss(edm, schedule, x0 + 0.05, torch.zeros(4, 3, 8, 8), sam_weight=0.0, p_uncond=0.0,
+                           generator=torch.Generator().manual_seed(0))
+    assert wrong["mse"].item() > 1e-3
+
+
+def test_unknown_parameterisation_is_refused(schedule):
+    from engine.diffusion.preconditioning import make_denoiser
+
+    with pytest.raises(ValueError, match="parameterisation"):
+        make_denoiser(_ZeroNet(), schedule, "v", None)
+    with pytest.raises(ValueError, match="data_std"):
+        make_denoiser(_ZeroNet(), schedule, "edm", None)
+
+
+def test_edm_floors_a_vanishing_band_std(schedule):
+    """A band the baseline copies exactly (std ~1e-16) must not blow the regression target up."""
+    from engine.diffusion.losses import diffusion_loss
+    from engine.diffusion.preconditioning import STD_FLOOR, EDMPreconditioning
+
+    class Silent(torch.nn.Module):
+        out_channels = 2
+        config = None
+
+        def forward(self, x_t, t, cond=None, cond_features=None):
+            return torch.zeros_like(x_t)
+
+    edm = EDMPreconditioning(Silent(), schedule, (0.2, 1e-16))
+    assert edm.std.flatten()[1].item() == pytest.approx(0.2 * STD_FLOOR)
+    x0 = torch.randn(4, 2, 8, 8) * torch.tensor([0.2, 1e-8]).reshape(1, 2, 1, 1)
+    out = diffusion_loss(edm, schedule, x0, torch.zeros(4, 3, 8, 8), p_uncond=0.0,
+                         generator=torch.Generator().manual_seed(0))
+    assert out["mse"].item() < 10

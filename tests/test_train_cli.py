@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
@@ -45,9 +46,11 @@ def _evaluate(bundle: Path, shared_data: Path, out: Path) -> dict:
     return json.loads(out.read_text())["metrics_without_input_bands"]
 
 
-def test_cli_training_lowers_loss_and_beats_untrained(tmp_path, shared_data):
-    trained = _engine("train", "--config", str(_config(tmp_path, shared_data, "trained")), "--json",
-                      str(tmp_path / "summary.json"))
+@pytest.mark.parametrize("parameterisation", ["eps", "edm"])
+def test_cli_training_lowers_loss_and_beats_untrained(tmp_path, shared_data, parameterisation):
+    trained = _engine("train", "--config", str(_config(tmp_path, shared_data, "trained",
+                                                       parameterisation=parameterisation)),
+                      "--json", str(tmp_path / "summary.json"))
     assert trained.returncode == 0, trained.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     for stage in ("stage1", "stage2"):
@@ -55,12 +58,14 @@ def test_cli_training_lowers_loss_and_beats_untrained(tmp_path, shared_data):
         assert loss["last"] < 0.8 * loss["first"], (stage, loss)
     # The untrained model is the bundle as initialised: no fitted baseline, no optimiser step.
     untrained = _engine("train", "--config", str(_config(tmp_path, shared_data, "untrained", iterations=0,
-                                                         baseline=False)))
+                                                         baseline=False, parameterisation=parameterisation)))
     assert untrained.returncode == 0, untrained.stderr
     good = _evaluate(tmp_path / "trained", shared_data, tmp_path / "good.json")
     bad = _evaluate(tmp_path / "untrained", shared_data, tmp_path / "bad.json")
     assert good["rmse"] < 0.5 * bad["rmse"]
     assert good["sam"] < bad["sam"]
+    saved = json.loads((tmp_path / "trained" / "config.json").read_text())
+    assert saved["stage2"]["parameterisation"] == parameterisation
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, shared_data):

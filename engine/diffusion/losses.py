@@ -1,4 +1,8 @@
-"""The SCDM training objective: MSE(eps, eps_hat) + lambda * (1 - cos(x_0, x0_hat)) (Eqs. 13-15)."""
+"""The SCDM training objective: MSE(eps, eps_hat) + lambda * (1 - cos(x_0, x0_hat)) (Eqs. 13-15).
+
+With EDM preconditioning the first term is EDM's: MSE between the raw network output and its
+unit-variance target, which is the eps MSE reweighted towards high noise levels, where the
+conditional mean is learned."""
 
 from __future__ import annotations
 
@@ -39,13 +43,19 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch
     drop = (torch.rand(b, generator=generator) < p_uncond).to(device)
     cond = torch.where(drop[:, None, None, None], torch.zeros_like(cond), cond)
     x_t = schedule.q_sample(x0, t, noise)
-    eps_hat = model(x_t, t, cond)
+    if getattr(model, "parameterisation", "eps") == "edm":
+        # EDM's loss weighting: unit-variance regression target for the raw network output.
+        x0_hat, raw = model.denoise(x_t, t, cond)
+        error = (raw - model.target(x0, x_t, t)) ** 2
+    else:
+        eps_hat = model(x_t, t, cond)
+        error = (eps_hat - noise) ** 2
+        x0_hat = schedule.predict_x0(x_t, t, eps_hat)
     if band_mask is None:
-        mse = ((eps_hat - noise) ** 2).mean()
+        mse = error.mean()
     else:
         m = band_mask[:, :, None, None].expand_as(x0)
-        mse = (((eps_hat - noise) ** 2) * m).sum() / m.sum().clamp(min=1)
-    x0_hat = schedule.predict_x0(x_t, t, eps_hat)
+        mse = (error * m).sum() / m.sum().clamp(min=1)
     base = sam_offset if x0_base is None else x0_base + sam_offset
     sam = spectral_angle_loss(x0 + base, x0_hat + base, band_mask)
     total = mse + sam_weight * sam
