@@ -226,7 +226,8 @@ def write_outputs(folds: list, args, out: Path) -> None:
                 mean[m][extra] = float(np.mean(values))
     wavelengths = houston_grid()
     plot_per_band_psnr(wavelengths, {m: np.mean([f["per_band_psnr"][m] for f in folds], axis=0) for m in methods},
-                       out / "per_band_psnr.png", title="Per-band PSNR, houston2018_casi48, 4-fold mean")
+                       out / "per_band_psnr.png",
+                       title=f"Per-band PSNR, houston2018_casi48, mean of {len(folds)} fold(s)")
     first = folds[0]["profiles"]
     pixels = select_profile_pixels(first["reference"], 4)
     shown = {m: first["estimates"][m] for m in methods if m in ("linear regression", "single-shot CNN") or "cascade" in m}
