@@ -20,17 +20,13 @@ from torch import nn
 from engine.diffusion.schedule import NoiseSchedule
 
 
-class GaussianSkip(nn.Module):
-    parameterisation = "eps"
+class _Preconditioned(nn.Module):
+    """A network wrapped with the schedule; samplers and guidance still see its config and condition encoder."""
 
-    def __init__(self, network: nn.Module, schedule: NoiseSchedule,
-                 data_std: Optional[Union[float, Sequence[float]]]):
+    def __init__(self, network: nn.Module, schedule: NoiseSchedule):
         super().__init__()
         self.network = network
-        self.data_std = data_std
         self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.float(), persistent=False)
-        variance = 0.0 if data_std is None else torch.as_tensor(data_std, dtype=torch.float32) ** 2
-        self.register_buffer("data_variance", torch.as_tensor(variance).reshape(1, -1, 1, 1), persistent=False)
 
     @property
     def config(self):
@@ -42,6 +38,17 @@ class GaussianSkip(nn.Module):
 
     def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         return self.network.encode_condition(cond, t)
+
+
+class GaussianSkip(_Preconditioned):
+    parameterisation = "eps"
+
+    def __init__(self, network: nn.Module, schedule: NoiseSchedule,
+                 data_std: Optional[Union[float, Sequence[float]]]):
+        super().__init__(network, schedule)
+        self.data_std = data_std
+        variance = 0.0 if data_std is None else torch.as_tensor(data_std, dtype=torch.float32) ** 2
+        self.register_buffer("data_variance", torch.as_tensor(variance).reshape(1, -1, 1, 1), persistent=False)
 
     def skip(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ab = self.alphas_cumprod.to(x_t.device)[t.long()].reshape(-1, 1, 1, 1)
@@ -57,7 +64,7 @@ class GaussianSkip(nn.Module):
 STD_FLOOR = 1e-3  # smallest per-band data std, as a fraction of the largest
 
 
-class EDMPreconditioning(nn.Module):
+class EDMPreconditioning(_Preconditioned):
     """Karras et al. 2022 (EDM) preconditioning expressed for a VP schedule.
 
     With sigma = sqrt(1 - ab) / sqrt(ab) and x~ = x_t / sqrt(ab), the denoiser is
@@ -72,28 +79,15 @@ class EDMPreconditioning(nn.Module):
     parameterisation = "edm"
 
     def __init__(self, network: nn.Module, schedule: NoiseSchedule, data_std: Union[float, Sequence[float]]):
-        super().__init__()
+        super().__init__(network, schedule)
         if data_std is None:
             raise ValueError("EDM preconditioning needs the data standard deviation (data_std)")
-        self.network = network
         self.data_std = data_std
-        self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.float(), persistent=False)
         std = torch.as_tensor(data_std, dtype=torch.float32).reshape(1, -1, 1, 1)
         # A band the baseline reproduces exactly (a condition band copied to the output) has a residual
         # std of ~1e-16; c_out that small would turn float32 rounding into huge regression targets.
         std = std.clamp(min=float(std.max()) * STD_FLOOR)
         self.register_buffer("std", std, persistent=False)
-
-    @property
-    def config(self):
-        return self.network.config
-
-    @property
-    def out_channels(self) -> int:
-        return self.network.out_channels
-
-    def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
-        return self.network.encode_condition(cond, t)
 
     def coefficients(self, t: torch.Tensor):
         """sqrt(ab), sqrt(1 - ab), c_skip, c_out, c_in for timesteps t, shaped to broadcast."""
