@@ -208,6 +208,9 @@ class RGBSimulation:
     gain_range: tuple = (1.0, 1.0)
 
 
+PARAMETERISATIONS = ("eps", "edm")
+
+
 @dataclass(frozen=True)
 class StageConfig:
     """One diffusion stage: which bands it outputs and what conditions it.
@@ -237,6 +240,10 @@ class StageConfig:
 
     def cond_channels(self, stage1_bands: int) -> int:
         return {"rgb": 3, "stage1": stage1_bands, "stage1+rgb": stage1_bands + 3}[self.condition]
+
+
+def unknown_parameterisation(name: str) -> str:
+    return f"unknown parameterisation '{name}': use " + " or ".join(f"'{p}'" for p in PARAMETERISATIONS)
 
 
 @dataclass(frozen=True)
@@ -288,8 +295,8 @@ class BundleConfig:
         if any(not 0 <= i < n_bands for i in self.stage1.output_indices):
             raise ValueError("stage-1 band indices fall outside the band grid")
         for stage in (self.stage1, self.stage2):
-            if stage.parameterisation not in ("eps", "edm"):
-                raise ValueError(f"unknown parameterisation '{stage.parameterisation}': use 'eps' or 'edm'")
+            if stage.parameterisation not in PARAMETERISATIONS:
+                raise ValueError(unknown_parameterisation(stage.parameterisation))
         self.sampler.validate()
 
 

@@ -17,8 +17,8 @@ from engine.bundle import load_bundle
 from engine.data import load_scene
 from engine.evaluate import evaluate_scene
 
-PARAMETERISATIONS = {"eps": "the paper's noise prediction (with a Gaussian skip path)",
-                     "edm": "EDM preconditioning (x_0 prediction scaled by the residual's per-band std)"}
+PARAMETERISATION_TEXT = {"eps": "the paper's noise prediction (with a Gaussian skip path)",
+                         "edm": "EDM preconditioning (x_0 prediction scaled by the residual's per-band std)"}
 
 
 def measure(model_dir: Path, data_dir: Path, crop: int, seed: int) -> list:
@@ -59,7 +59,7 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
         f"spectral cascade: stage 1 estimates {len(config.stage1_indices)} bands (indices {list(config.stage1_indices)}), "
         f"stage 2 all {config.band_count} conditioned on stage 1 and the RGB. Each stage is a conditional diffusion "
         f"model on the residual of a per-pixel affine map from its condition; networks use "
-        f"{PARAMETERISATIONS[config.stage1.parameterisation]}.", "",
+        f"{PARAMETERISATION_TEXT[config.stage1.parameterisation]}.", "",
         "## Units of the output",
         "The same radiometric units as the input RGB. The model works in units of the input's "
         f"{config.normalisation.percentile:g}th-percentile RGB value, computed once per raster; the output is scaled "

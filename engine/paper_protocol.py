@@ -6,7 +6,8 @@ iterations, batch and crop: per-pixel linear regression (the floor), a single-sh
 diffusion (RGB -> 48 bands) and the two-stage cascade (RGB -> 12 -> 48) sampled with the paper's
 1000-step DDPM (ICMG + PDT on the noise, one sample as in the paper) and with the fast sampler, one
 sample and the mean of K; plus the PDT / ICMG ablation (Table VI) on one fold. The diffusion
-networks use EDM preconditioning unless ``--parameterisation eps`` asks for the paper's. Writes a Markdown table, JSON and the figures to ``--out``.
+networks use EDM preconditioning unless ``--parameterisation eps`` asks for the paper's. Writes a
+Markdown table, JSON and the figures to ``--out``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from engine.cascade import Cascade, apply_affine, make_config
-from engine.config import Normalisation, RGBSimulation, SamplerConfig, UNetConfig, houston_grid
+from engine.config import PARAMETERISATIONS, Normalisation, RGBSimulation, SamplerConfig, UNetConfig, houston_grid
 from engine.data import TrainingSet, load_scene
 from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import PositionalNoise
@@ -284,7 +285,7 @@ def main(argv=None) -> int:
                         help="ICMG scale of the fast sampler (0: the ablation shows s = 1 costs accuracy here)")
     parser.add_argument("--fast-steps", type=int, default=20)
     parser.add_argument("--samples", type=int, default=16, help="samples averaged in the 'mean of K samples' rows")
-    parser.add_argument("--parameterisation", choices=("eps", "edm"), default="edm",
+    parser.add_argument("--parameterisation", choices=PARAMETERISATIONS, default="edm",
                         help="eps: the paper's noise prediction; edm: EDM preconditioning (x_0 prediction)")
     parser.add_argument("--ablation-fold", type=int, default=0)
     parser.add_argument("--skip-ddpm", action="store_true", help="leave out the 1000-step runs")

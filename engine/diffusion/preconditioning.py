@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from engine.config import unknown_parameterisation
 from engine.diffusion.schedule import NoiseSchedule
 
 
@@ -125,4 +126,4 @@ def make_denoiser(network: nn.Module, schedule: NoiseSchedule, parameterisation:
         return GaussianSkip(network, schedule, data_std)
     if parameterisation == "edm":
         return EDMPreconditioning(network, schedule, data_std)
-    raise ValueError(f"unknown parameterisation '{parameterisation}': use 'eps' or 'edm'")
+    raise ValueError(unknown_parameterisation(parameterisation))
