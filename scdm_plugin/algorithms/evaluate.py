@@ -60,19 +60,11 @@ def parse_band_list(text: str) -> list:
 
 
 class EvaluateSpectralSuperResolution(ScdmAlgorithm):
+    NAME = "evaluatespectralsuperresolution"
+    DISPLAY_NAME = "Evaluate spectral super-resolution"
+    TAGS = ("hyperspectral", "evaluation", "metrics", "psnr", "ssim", "sam", "rmse", "scdm")
+    SHORT_DESCRIPTION = "RMSE, MPSNR, MSSIM and SAM of a hyperspectral estimate against a reference, with a report."
     HELP = HELP
-
-    def name(self):
-        return "evaluatespectralsuperresolution"
-
-    def displayName(self):  # noqa: N802
-        return "Evaluate spectral super-resolution"
-
-    def tags(self):
-        return ["hyperspectral", "evaluation", "metrics", "psnr", "ssim", "sam", "rmse", "scdm"]
-
-    def shortDescription(self):  # noqa: N802
-        return "RMSE, MPSNR, MSSIM and SAM of a hyperspectral estimate against a reference, with a report."
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Reference hyperspectral raster"))

@@ -36,19 +36,11 @@ between tiles and sampler steps without leaving an output file.</p>"""
 
 
 class SpectralSuperResolution(ScdmAlgorithm):
+    NAME = "spectralsuperresolution"
+    DISPLAY_NAME = "Spectral super-resolution"
+    TAGS = ("hyperspectral", "rgb", "spectral", "super-resolution", "diffusion", "scdm", "reconstruction")
+    SHORT_DESCRIPTION = "Reconstructs a hyperspectral GeoTIFF from an RGB raster with a diffusion model."
     HELP = HELP
-
-    def name(self):
-        return "spectralsuperresolution"
-
-    def displayName(self):  # noqa: N802
-        return "Spectral super-resolution"
-
-    def tags(self):
-        return ["hyperspectral", "rgb", "spectral", "super-resolution", "diffusion", "scdm", "reconstruction"]
-
-    def shortDescription(self):  # noqa: N802
-        return "Reconstructs a hyperspectral GeoTIFF from an RGB raster with a diffusion model."
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "RGB raster"))
