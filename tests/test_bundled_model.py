@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from engine.bundle import WEIGHTS_NAME, default_bundle_path, load_bundle
 from engine.evaluate import reconstruct, sampler_settings
+
+ENMAP_MOSAIC = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff" / "enmap_potsdam"
+                / "enmap_potsdam_tiles_mosaic.tif")
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +42,38 @@ def test_quick_inference_follows_the_input_scale(bundled):
     # The model works in units of the RGB's 99th percentile, so a gain on the input is a gain on the output.
     scaled = reconstruct(bundled, 10 * rgb, settings, seed=3)
     assert np.allclose(scaled.full, 10 * once.full, rtol=1e-3, atol=1e-4 * np.abs(scaled.full).max())
+
+
+def test_no_bright_rim_at_the_raster_border(bundled, tmp_path):
+    """The raster's own border gets mirrored context (half the overlap, pipeline.border_margin). Without it the
+    network's zero padding showed as a rim of 2-4x too bright near-infrared on the demo image; the
+    measure here (outermost pixels against those 4 px in, mean of the bands above 800 nm) sees it
+    on a real EnMAP crop without the margin (overlap 0: 1.36) and not with it (overlap 32: 0.90)."""
+    import rasterio
+
+    from engine.raster import pipeline
+
+    if not ENMAP_MOSAIC.exists():
+        pytest.skip(f"shared data not found at {ENMAP_MOSAIC}")
+    with rasterio.open(ENMAP_MOSAIC) as ds:
+        window = ((0, 64), (0, 64))
+        rgb, transform, crs = ds.read((44, 28, 9), window=window), ds.window_transform(window), ds.crs
+    src = tmp_path / "rgb.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=3, dtype=rgb.dtype, crs=crs,
+                       transform=transform) as ds:
+        ds.write(rgb)
+
+    def rim_ratio(overlap):
+        out = tmp_path / f"hsi_{overlap}.tif"
+        report = pipeline.infer_raster(src, out, model=bundled, tile=128, overlap=overlap, steps=5, seed=0,
+                                       device="cpu")
+        assert report.tiles == 1
+        with rasterio.open(out) as ds:
+            nir = ds.read().astype(np.float64)[30:].mean(axis=0)  # 804-1046 nm
+        edge = np.concatenate([nir[0], nir[-1], nir[:, 0], nir[:, -1]]).mean()
+        next_in = np.concatenate([nir[4, 4:-4], nir[-5, 4:-4], nir[4:-4, 4], nir[4:-4, -5]]).mean()
+        return edge / next_in
+
+    assert pipeline.border_margin(0) == 0
+    assert rim_ratio(0) > 1.2
+    assert 0.8 < rim_ratio(32) < 1.1

@@ -19,7 +19,7 @@ import torch
 from rasterio.transform import Affine
 
 from engine.errors import Cancelled, InputError
-from engine.raster.pipeline import TileBlender, infer_raster
+from engine.raster.pipeline import TileBlender, border_margin, infer_raster
 from engine.raster.windows import tile_grid
 
 ENMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff" / "enmap_potsdam"
@@ -74,7 +74,7 @@ def listing(folder: Path):
 
 def test_real_enmap_tile_keeps_georeference_size_nodata_and_gets_spectral_metadata(cascade, tmp_path):
     out = tmp_path / "hsi.tif"
-    report = run(cascade, TILE, out, seed=11)
+    report = run(cascade, TILE, out, seed=11, tile=48)  # 32 px + 2 x 4 mirrored: one tile
     assert listing(tmp_path) == ["hsi.tif"], "no partial or scratch file is left"
     with rasterio.open(TILE) as src, rasterio.open(out) as ds:
         assert (ds.width, ds.height) == (src.width, src.height) == (32, 32)
@@ -131,9 +131,10 @@ def test_sizes_and_input_types(cascade, tmp_path, height, width, dtype):
     src = write_rgb(tmp_path / "in.tif", (data * scale).astype(dtype), transform, crs, None)
     out = tmp_path / "out.tif"
     report = run(cascade, src, out, bands=(1, 2, 3))
-    grid = tile_grid(height, width, 32, 8)
+    margin = border_margin(8)
+    grid = tile_grid(height + 2 * margin, width + 2 * margin, 32, 8)
     assert report.tiles == len(grid)
-    if (height, width) == (33, 65):  # one pixel past the first tile in both directions
+    if (height, width) == (33, 65):  # with the mirrored margin, past one tile in both directions
         assert grid.shape == (2, 3)
     with rasterio.open(out) as ds:
         assert (ds.height, ds.width, ds.count) == (height, width, 48)
@@ -177,7 +178,7 @@ def test_same_seed_gives_the_same_output_whatever_the_batch(cascade, tmp_path):
 
 
 def test_samples_give_mean_stage1_and_standard_deviation(cascade, tmp_path):
-    kw = dict(steps=2, tile=32, bands=RGB)
+    kw = dict(steps=2, tile=48, bands=RGB)
     one = run(cascade, TILE, tmp_path / "s7.tif", seed=7, stage1_output=tmp_path / "s7_1.tif", **kw)
     run(cascade, TILE, tmp_path / "s8.tif", seed=8, stage1_output=tmp_path / "s8_1.tif", **kw)
     report = run(cascade, TILE, tmp_path / "mean.tif", seed=7, samples=2, stage1_output=tmp_path / "mean_1.tif",
@@ -210,33 +211,36 @@ def test_seams(cascade, tmp_path):
     """Seam measure on a 64 x 64 real image that fits in one tile.
 
     Measured (tiny random bundle, DDIM 2 steps, no guidance, seed 1), tiled = 32 px tiles with
-    16 px overlaps (3 x 3 tiles) against the untiled run: mean |difference| 0.011 and max 0.093 of
-    the output's standard deviation. Jumps across tile borders / jumps inside tiles: 1.00-1.01 on
-    the output and 1.06-1.07 on the tiled-minus-untiled difference, against 7.1-7.7 on that
-    difference for hard tiling (no overlap, no blending; its max difference is 0.86 std). The tiled
-    and untiled results cannot agree exactly: GroupNorm statistics, attention and zero padding see
-    a 32 px tile instead of the whole image (the shared positional noise and the per-raster
-    normalisation are identical). Bounds asserted: mean 0.05, max 0.4, jump ratios 1.5, and the
-    measure must flag hard tiling (ratio > 3).
+    16 px overlaps (4 x 4 tiles over the image and its 8 px mirrored margin) against the untiled
+    run (one 80 px tile, the same margin): mean |difference| 0.011 and max 0.10 of the output's
+    standard deviation. Jumps across tile borders / jumps inside tiles: 1.00-1.01 on the output and
+    1.04 on the tiled-minus-untiled difference, against 4.6-4.9 on that difference for hard
+    tiling (no overlap, no blending, no margin). The tiled and untiled results cannot agree exactly:
+    GroupNorm statistics, attention and zero padding see a 32 px tile instead of the whole image (the
+    shared positional noise and the per-raster normalisation are identical). Bounds asserted: mean
+    0.05, max 0.4, jump ratios 1.5, and the measure must flag hard tiling (ratio > 3).
     """
     data, transform, crs, nodata = mosaic_crop((0, 64), (0, 64))
     src = write_rgb(tmp_path / "in.tif", data, transform, crs, nodata)
     kw = dict(bands=(1, 2, 3), steps=2, guidance=0.0, seed=1)
-    untiled = read(run(cascade, src, tmp_path / "untiled.tif", tile=64, **kw).output_path)
+    margin = border_margin(16)
+    untiled_report = run(cascade, src, tmp_path / "untiled.tif", tile=64 + 2 * margin, overlap=16, **kw)
+    untiled = read(untiled_report.output_path)
     report = run(cascade, src, tmp_path / "tiled.tif", tile=32, overlap=16, **kw)
     tiled = read(report.output_path)
     hard = read(run(cascade, src, tmp_path / "hard.tif", tile=32, overlap=0, **kw).output_path)
-    assert report.tiles == 9
+    assert untiled_report.tiles == 1 and report.tiles == 16
 
     spread = float(untiled.std())
     diff = np.abs(tiled - untiled)
     assert diff.mean() / spread < 0.05
     assert diff.max() / spread < 0.4
 
-    grid = tile_grid(64, 64, 32, 16)
-    edges = sorted({s for s, _ in grid.col_spans if s > 0} | {s + n for s, n in grid.col_spans if s + n < 64})
-    borders = [e - 1 for e in edges]  # diff index i compares pixels i and i + 1
-    assert borders == [15, 31, 47]
+    grid = tile_grid(64 + 2 * margin, 64 + 2 * margin, 32, 16)
+    edges = sorted({s - margin for s, _ in grid.col_spans if s > 0}
+                   | {s + n - margin for s, n in grid.col_spans if s + n < 64 + 2 * margin})
+    borders = [e - 1 for e in edges if 0 < e < 64]  # diff index i compares pixels i and i + 1
+    assert len(borders) >= 4
     for axis in (1, 2):
         assert _jump_ratio(tiled, borders, axis) < 1.5
         assert _jump_ratio(tiled - untiled, borders, axis) < 1.5

@@ -12,6 +12,7 @@ from engine.raster.windows import (
     axis_spans,
     padded_size,
     raised_cosine_ramp,
+    reflect_index,
     reflect_pad,
     tile_grid,
 )
@@ -146,6 +147,24 @@ def test_reflect_pad_reaches_the_size_and_keeps_the_original(shape, target):
     np.testing.assert_array_equal(p[:, : shape[1], : shape[2]], a)
     if shape[1] > 1 and target[0] > shape[1]:
         np.testing.assert_array_equal(p[:, shape[1], : shape[2]], a[:, shape[1] - 2])  # reflection
+
+
+@given(st.integers(1, 40), st.integers(-150, 150))
+def test_reflect_index_mirrors_about_both_ends_at_any_distance(size, position):
+    index = int(reflect_index(np.array([position]), size)[0])
+    assert 0 <= index < size
+    assert index == int(reflect_index(np.array([-position]), size)[0])  # mirror about pixel 0
+    assert index == int(reflect_index(np.array([2 * (size - 1) - position]), size)[0])  # about the last pixel
+    if 0 <= position < size:
+        assert index == position
+
+
+@given(st.integers(2, 40), st.data())
+def test_reflect_index_is_numpy_reflect_padding(size, data):
+    pad = data.draw(st.integers(0, size - 1))
+    axis = np.arange(size) * 10
+    np.testing.assert_array_equal(axis[reflect_index(np.arange(-pad, size + pad), size)],
+                                  np.pad(axis, pad, mode="reflect"))
 
 
 def test_padded_size_and_argument_checks():

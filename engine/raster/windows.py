@@ -161,6 +161,17 @@ def axis_segments(spans: Sequence[Span]) -> List[Tuple[int, int, Tuple[int, ...]
     return pieces
 
 
+def reflect_index(positions: np.ndarray, size: int) -> np.ndarray:
+    """Indices into ``range(size)`` for positions on an axis mirrored about its first and last
+    pixel (numpy's "reflect", repeated as often as needed, so any integer maps into the axis)."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if size == 1:
+        return np.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = np.mod(positions, period)
+    return np.where(folded < size, folded, period - folded)
+
+
 def padded_size(size: int, multiple: int) -> int:
     """The smallest multiple of ``multiple`` that is at least ``size``."""
     return -(-size // multiple) * multiple
