@@ -36,7 +36,8 @@ def test_tiles_lie_inside_and_cover_every_pixel(args):
     for t in grid:
         assert 0 <= t.row_off and t.row_end <= height
         assert 0 <= t.col_off and t.col_end <= width
-        assert t.height == min(tile, height) and t.width == min(tile, width)
+        assert t.height <= tile and t.width <= tile
+        assert (t.height, t.width) == (grid.row_spans[0][1], grid.col_spans[0][1]), "one network size per raster"
         cover[t.slices] += 1
     assert cover.min() >= 1
 
@@ -51,7 +52,11 @@ def test_axis_spans_overlap_at_least_as_asked_and_no_more_tiles_than_needed(leng
     assert starts[0] == 0 and spans[-1][0] + spans[-1][1] == length
     for (s0, n0), (s1, _) in zip(spans[:-1], spans[1:]):
         assert s0 + n0 - s1 >= overlap
+    span = spans[0][1]
+    assert span <= tile and all(n == span for _, n in spans)
     if length > tile:
+        # one pixel shorter spans could not cover the axis with the asked overlap
+        assert len(spans) * (span - 1) - (len(spans) - 1) * overlap < length
         # one tile fewer could not cover the axis with the asked overlap
         assert (len(spans) - 1) * (tile - overlap) + overlap < length
         gaps = np.diff(starts)
@@ -115,11 +120,12 @@ def test_small_raster_is_one_tile_of_its_own_size():
     np.testing.assert_array_equal(grid.weights(t), 1.0)
 
 
-def test_one_pixel_past_a_tile_adds_a_shifted_tile():
-    spans = axis_spans(257, 256, 32)
-    assert spans == [(0, 256), (1, 256)]
+def test_one_pixel_past_a_tile_adds_a_tile_and_shortens_them_all():
+    assert axis_spans(256, 256, 32) == [(0, 256)]
+    assert axis_spans(257, 256, 32) == [(0, 145), (112, 145)]  # 145 + 145 - 32 = 258 >= 257
+    assert axis_spans(256 + 224, 256, 32) == [(0, 256), (224, 256)]
     spans = axis_spans(256 + 224 + 1, 256, 32)
-    assert len(spans) == 3 and spans[-1] == (225, 256)
+    assert spans == [(0, 182), (150, 182), (299, 182)]
 
 
 @settings(max_examples=100, deadline=None)

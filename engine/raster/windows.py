@@ -6,10 +6,12 @@ overlap by at least ``overlap`` pixels. Along each axis the grid is the product 
 
 - an axis no longer than ``tile`` gets one span covering all of it (the pipeline pads such a tile by
   reflection up to the network's size multiple and crops the result back);
-- a longer axis gets ``n = ceil((L - overlap) / (tile - overlap))`` spans of length ``tile``; the first
-  starts at 0, the last ends at ``L`` (it is shifted inward instead of running past the border), and
-  the ones in between are spread evenly, so every overlap is at least ``overlap`` and neighbouring
-  overlaps differ by at most one pixel.
+- a longer axis gets ``n = ceil((L - overlap) / (tile - overlap))`` spans, the fewest that can cover it
+  with ``tile``-pixel spans, each of the shortest equal length that still covers it with the asked
+  overlap, ``ceil((L + (n - 1) overlap) / n)`` (at most ``tile``: a 547 px axis takes three 204 px
+  spans rather than three of 288, 30 % less network work); the first starts at 0, the last ends at
+  ``L``, and the ones in between are spread evenly, so every overlap is at least ``overlap`` and
+  neighbouring overlaps differ by at most one pixel.
 
 *Blend weights* are separable: along an axis, a tile's weight rises as a raised-cosine ramp across
 the part it shares with its previous neighbour, is 1 in its interior, and falls across the part it
@@ -43,9 +45,10 @@ def axis_spans(length: int, tile: int, overlap: int) -> List[Span]:
         return [(0, length)]
     stride = tile - overlap
     count = math.ceil((length - overlap) / stride)
-    last = length - tile
+    span = math.ceil((length + (count - 1) * overlap) / count)
+    last = length - span
     starts = [round(i * last / (count - 1)) for i in range(count)]
-    return [(s, tile) for s in starts]
+    return [(s, span) for s in starts]
 
 
 @dataclass(frozen=True)
