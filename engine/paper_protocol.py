@@ -28,6 +28,7 @@ from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import PositionalNoise
 from engine.diffusion.preconditioning import make_denoiser
 from engine.diffusion.samplers import run_sampler
+from engine.diffusion.schedule import TrainingTimesteps
 from engine.diffusion.truncation import ProgressiveTruncation
 from engine.metrics import all_metrics, per_band_psnr
 from engine.model.regressor import SingleShotCNN
@@ -56,15 +57,18 @@ def linear_regression(train_cubes, test_rgb):
     return (test @ coef).T.reshape(-1, *test_rgb.shape[1:])
 
 
-def train_cnn(config, data, spec, device, table):
+def train_cnn(config, data, spec, device, table, test_rgb=None, snapshots=()):
     """Single-shot CNN, same budget and the same linear baseline as the diffusion stages (it learns
-    the residual); loss MSE + lambda * (1 - cos) on the output."""
+    the residual); loss MSE + lambda * (1 - cos) on the output. With ``test_rgb``, also returns its
+    estimates after each iteration count in ``snapshots`` ({iterations: estimate}): a single-shot
+    network can overfit three quadrants, and the table should show it at its best."""
     from engine.diffusion.losses import spectral_angle_loss
 
     torch.manual_seed(spec["seed"])
     net = SingleShotCNN(config.stage2.unet, config.band_count, 3).to(device).train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=spec["learning_rate"], weight_decay=0.0)
     offset = NORMALISATION.offset / NORMALISATION.scale
+    seen = {}
     for step in range(spec["iterations"]):
         rng = np.random.default_rng([spec["seed"], 7, step])
         cube, rgb, _ = (torch.from_numpy(a).to(device) for a in data.batch(spec["batch_size"], spec["crop"], rng))
@@ -74,8 +78,13 @@ def train_cnn(config, data, spec, device, table):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
+        if step + 1 in snapshots and test_rgb is not None:
+            net.eval()
+            with torch.no_grad():
+                seen[step + 1] = net(test_rgb) + apply_affine(table, test_rgb)
+            net.train()
     net.eval()
-    return lambda rgb: net(rgb) + apply_affine(table, rgb)
+    return (lambda rgb: net(rgb) + apply_affine(table, rgb)), seen
 
 
 def one_stage_sample(model, schedule, rgb, settings: SamplerConfig, seed: int, table, limit):
@@ -121,7 +130,8 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
                          parameterisation=args.parameterisation)
     data = TrainingSet(config, train_scenes)
     spec = {**DEFAULTS, "iterations": args.iterations, "batch_size": args.batch, "crop": args.crop,
-            "learning_rate": args.lr, "seed": args.seed, "resume": False}
+            "learning_rate": args.lr, "seed": args.seed, "resume": False, "noise_levels": args.noise_levels,
+            "log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
     offset = NORMALISATION.offset / NORMALISATION.scale
     test_rgb = test_cube[list(RGB_BANDS)]
     rgb_model = torch.from_numpy(NORMALISATION.to_model(test_rgb))[None].float().to(device)
@@ -136,10 +146,14 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
 
     table, limit, residual_std = fit_baseline(data, whole, spec)
     started = time.time()
-    cnn = train_cnn(config, data, spec, device, table)
+    snapshots = sorted({args.iterations // 3, 2 * args.iterations // 3} - {0})
+    cnn, early = train_cnn(config, data, spec, device, table, rgb_model, snapshots)
     with torch.no_grad():
         estimates["single-shot CNN"] = NORMALISATION.from_model(cnn(rgb_model)[0].cpu().numpy())
     timings["single-shot CNN"] = {"train_s": round(time.time() - started, 1)}
+    for iterations, estimate in early.items():
+        estimates[f"single-shot CNN, stopped at {iterations} iterations"] = \
+            NORMALISATION.from_model(estimate[0].cpu().numpy())
     log(f"fold {fold}: CNN done in {timings['single-shot CNN']['train_s']} s")
 
     torch.manual_seed(args.seed)
@@ -160,8 +174,10 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
     one_stage_train = timings.pop("one-stage diffusion")
     one_stage.to(device).eval()
 
-    def one_stage_draw(seed):
-        return one_stage_sample(one_stage, cascade.schedule, rgb_model, fast, seed, table, limit)
+    def one_stage_draw(settings):
+        def draw(seed):
+            return one_stage_sample(one_stage, cascade.schedule, rgb_model, settings, seed, table, limit)
+        return draw
 
     def cascade_draw(settings):
         def draw(seed):
@@ -170,11 +186,16 @@ def run_fold(fold: int, args, scene_path: Path, device: str, log) -> dict:
         return draw
 
     mean_label = f"mean of {args.samples} samples"
+    # One DDIM step from pure noise returns the denoiser's x_0 at t = T: its estimate of the
+    # conditional mean, the quantity RMSE rewards, for two network passes.
+    one_step = replace(fast, name="ddim", steps=1)
     runs = {
-        "one-stage diffusion (fast), one sample": (one_stage_draw, 1, one_stage_train),
-        f"one-stage diffusion (fast), {mean_label}": (one_stage_draw, args.samples, one_stage_train),
+        "one-stage diffusion (fast), one sample": (one_stage_draw(fast), 1, one_stage_train),
+        f"one-stage diffusion (fast), {mean_label}": (one_stage_draw(fast), args.samples, one_stage_train),
+        "one-stage diffusion, DDIM 1 step": (one_stage_draw(one_step), 1, one_stage_train),
         "cascade, fast sampler, one sample": (cascade_draw(fast), 1, {"train_s": train_s}),
         f"cascade, fast sampler, {mean_label}": (cascade_draw(fast), args.samples, {"train_s": train_s}),
+        "cascade, DDIM 1 step per stage": (cascade_draw(one_step), 1, {"train_s": train_s}),
     }
     if not args.skip_ddpm:
         runs["cascade, paper sampler (DDPM 1000), one sample"] = (cascade_draw(paper_sampler(args.guidance)), 1,
@@ -267,6 +288,15 @@ def write_outputs(folds: list, args, out: Path) -> None:
     (out / "paper_protocol.md").write_text("\n".join(lines))
 
 
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _run_fold_in_worker(fold: int, args, device: str) -> dict:
+    torch.set_num_threads(args.threads or 1)
+    return run_fold(fold, args, Path(args.scene), device, _log)
+
+
 def main(argv=None) -> int:
     import sys
 
@@ -287,11 +317,19 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=16, help="samples averaged in the 'mean of K samples' rows")
     parser.add_argument("--parameterisation", choices=PARAMETERISATIONS, default="edm",
                         help="eps: the paper's noise prediction; edm: EDM preconditioning (x_0 prediction)")
+    parser.add_argument("--noise-levels", choices=TrainingTimesteps.KINDS, default="uniform",
+                        help="training noise levels of the diffusion networks: uniform in t (the paper's) or "
+                             "log-normal in sigma around the residual's std (EDM)")
+    parser.add_argument("--log-sigma-mean", type=float, default=DEFAULTS["log_sigma_mean"],
+                        help="mean of log(sigma / residual std) for --noise-levels lognormal")
+    parser.add_argument("--log-sigma-std", type=float, default=DEFAULTS["log_sigma_std"])
     parser.add_argument("--ablation-fold", type=int, default=0)
     parser.add_argument("--skip-ddpm", action="store_true", help="leave out the 1000-step runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 when other jobs share the cores)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="folds run side by side in this many processes (each with --threads threads, default 1)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -299,10 +337,23 @@ def main(argv=None) -> int:
     from engine.device import resolve_device
 
     device = resolve_device(args.device)
+    fold_ids = [int(f) for f in args.folds.split(",")]
     folds = []
-    for fold in (int(f) for f in args.folds.split(",")):
-        folds.append(run_fold(fold, args, Path(args.scene), device, lambda m: print(m, flush=True)))
-        write_outputs(folds, args, Path(args.out))
+    if args.jobs > 1:
+        # Each fold is seeded on its own, so running folds side by side changes no number.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = [pool.submit(_run_fold_in_worker, fold, args, device) for fold in fold_ids]
+            for done in as_completed(pending):
+                folds.append(done.result())
+                folds.sort(key=lambda f: fold_ids.index(f["fold"]))
+                write_outputs(folds, args, Path(args.out))
+    else:
+        for fold in fold_ids:
+            folds.append(run_fold(fold, args, Path(args.scene), device, _log))
+            write_outputs(folds, args, Path(args.out))
     print((Path(args.out) / "paper_protocol.md").read_text())
     return 0
 

@@ -25,13 +25,14 @@ from engine.data import TrainingSet, load_scene
 from engine.device import resolve_device
 from engine.diffusion.ema import EMA
 from engine.diffusion.losses import diffusion_loss
+from engine.diffusion.schedule import TrainingTimesteps
 from engine.errors import InputError
 
 DEFAULTS = {
     "iterations": 2000, "batch_size": 8, "crop": 32, "learning_rate": 2e-4, "ema_decay": 0.995,
     "sam_weight": 1.0, "p_uncond": 0.1, "checkpoint_every": 500, "seed": 0, "device": "auto",
     "stages": [1, 2], "stage2_condition": "stage1+rgb", "srf_dir": None, "threads": None, "baseline": True,
-    "parameterisation": "edm",
+    "parameterisation": "edm", "noise_levels": "uniform", "log_sigma_mean": -0.5, "log_sigma_std": 1.2,
 }
 
 
@@ -54,6 +55,9 @@ def load_training_config(path) -> dict:
     for key in ("name", "output", "scenes"):
         if key not in spec:
             raise InputError(f"training config {path} lacks '{key}'")
+    if spec["noise_levels"] not in TrainingTimesteps.KINDS:
+        raise InputError(f"training config {path}: unknown noise_levels '{spec['noise_levels']}': "
+                         f"use {' or '.join(TrainingTimesteps.KINDS)}")
     base = path.parent
     spec["output"] = _resolve(base, spec["output"])
     spec["srf_dir"] = _resolve(base, spec["srf_dir"])
@@ -182,6 +186,13 @@ def fit_baseline(data: TrainingSet, select, spec: dict, batches: int = 32):
     return tuple(tuple(float(v) for v in row) for row in table), limit, _per_band_std(residual, mask)
 
 
+def _median_data_std(model) -> float:
+    """The typical per-band residual std, which log-normal noise levels are centred on (1 when the
+    stage has none). The median, because bands the baseline reproduces exactly have ~0 std."""
+    std = getattr(model, "data_std", None)
+    return 1.0 if std is None else float(np.median(np.atleast_1d(np.asarray(std, dtype=np.float64))))
+
+
 def train_network(model, schedule, data: TrainingSet, select, spec: dict, device: str,
                   checkpoint: Optional[tuple] = None, label: str = "", sam_offset: float = 0.0,
                   show_progress: bool = True, baseline=None) -> dict:
@@ -197,6 +208,8 @@ def train_network(model, schedule, data: TrainingSet, select, spec: dict, device
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec["learning_rate"], weight_decay=0.0)
     start, losses = _load_checkpoint(*checkpoint, model, ema, optimizer) if checkpoint and spec.get("resume") else (0, [])
     iterations = spec["iterations"]
+    timesteps = TrainingTimesteps(schedule, spec["noise_levels"], _median_data_std(model),
+                                  spec["log_sigma_mean"], spec["log_sigma_std"])
     bar = tqdm(range(start, iterations), desc=label, disable=not show_progress, initial=start, total=iterations)
     for step in bar:
         # Seeding from (seed, label, step) makes an interrupted-and-resumed run equal an uninterrupted one.
@@ -207,7 +220,7 @@ def train_network(model, schedule, data: TrainingSet, select, spec: dict, device
         base = baseline(cond) if baseline is not None else None
         out = diffusion_loss(model, schedule, x0 - base if base is not None else x0, cond, band_mask=band_mask,
                              sam_weight=spec["sam_weight"], p_uncond=spec["p_uncond"], sam_offset=sam_offset,
-                             x0_base=base, generator=generator)
+                             x0_base=base, generator=generator, timesteps=timesteps)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -13,7 +13,7 @@ from engine.diffusion.guidance import icmg_combine
 from engine.diffusion.losses import spectral_angle_loss
 from engine.diffusion.noise import PositionalNoise, TorchNoise, gaussian_field
 from engine.diffusion.samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample
-from engine.diffusion.schedule import NoiseSchedule
+from engine.diffusion.schedule import NoiseSchedule, TrainingTimesteps
 from engine.diffusion.truncation import ProgressiveTruncation, pdt_percentile, percentile_clamp
 
 
@@ -56,6 +56,41 @@ def test_x0_eps_round_trip(schedule):
     xt = schedule.q_sample(x0, t, eps)
     assert torch.allclose(schedule.predict_x0(xt, t, eps), x0, atol=1e-4)
     assert torch.allclose(schedule.predict_eps(xt, t, x0), eps, atol=1e-4)
+
+
+def test_uniform_training_timesteps_cover_every_step(schedule):
+    draw = TrainingTimesteps(schedule, "uniform")
+    t = draw(200_000, torch.Generator().manual_seed(0))
+    counts = torch.bincount(t, minlength=schedule.num_timesteps)
+    assert counts.numel() == schedule.num_timesteps and counts.min() > 100
+    assert abs(t.float().mean().item() - (schedule.num_timesteps - 1) / 2) < 3
+
+
+def test_lognormal_training_timesteps_follow_the_requested_sigma_law(schedule):
+    # Inside the schedule's sigma range, the snapped log(sigma / data_std) has the requested
+    # mean and std (snapping moves each draw by at most half a step, ~0.01 in log sigma here).
+    draw = TrainingTimesteps(schedule, "lognormal", data_std=0.1, log_sigma_mean=-0.5, log_sigma_std=0.8)
+    t = draw(100_000, torch.Generator().manual_seed(0))
+    ab = schedule.alphas_cumprod[t]
+    log_ratio = 0.5 * torch.log((1 - ab) / ab) - math.log(0.1)
+    assert log_ratio.mean().item() == pytest.approx(-0.5, abs=0.02)
+    assert log_ratio.std().item() == pytest.approx(0.8, abs=0.02)
+    # Most draws fall far below the middle of the schedule, unlike uniform t.
+    assert (t < schedule.num_timesteps // 2).float().mean() > 0.99
+
+
+def test_lognormal_training_timesteps_snap_to_the_nearest_step(schedule):
+    draw = TrainingTimesteps(schedule, "lognormal", data_std=1.0, log_sigma_std=0.0)
+    for target in (50, 400, 900):
+        draw.log_sigma_mean = float(draw.log_sigmas[target]) + 1e-4
+        assert set(draw(16).tolist()) == {target}
+    draw.log_sigma_mean = 100.0
+    assert set(draw(4).tolist()) == {schedule.num_timesteps - 1}
+
+
+def test_unknown_training_noise_levels_are_refused(schedule):
+    with pytest.raises(ValueError, match="uniform or lognormal"):
+        TrainingTimesteps(schedule, "cosine")
 
 
 def test_cosine_schedule_is_monotone():

@@ -90,3 +90,8 @@ def test_bad_training_config_is_refused(tmp_path):
     (tmp_path / "bad.json").write_text("{broken")
     run = _engine("train", "--config", str(tmp_path / "bad.json"))
     assert run.returncode == 2 and "not valid JSON" in run.stderr
+    unknown = {"name": "x", "output": str(tmp_path / "x"), "scenes": [], "noise_levels": "cosine"}
+    (tmp_path / "levels.json").write_text(json.dumps(unknown))
+    run = _engine("train", "--config", str(tmp_path / "levels.json"))
+    assert run.returncode == 2 and "unknown noise_levels 'cosine': use uniform or lognormal" in run.stderr
+    assert not (tmp_path / "x").exists()

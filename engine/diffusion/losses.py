@@ -6,7 +6,7 @@ conditional mean is learned."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -27,18 +27,23 @@ def spectral_angle_loss(x0: torch.Tensor, x0_hat: torch.Tensor, band_mask: Optio
 def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch.Tensor, *,
                    band_mask: Optional[torch.Tensor] = None, sam_weight: float = 1.0,
                    p_uncond: float = 0.1, sam_offset: float = 0.0, x0_base: Optional[torch.Tensor] = None,
-                   generator: Optional[torch.Generator] = None) -> dict:
+                   generator: Optional[torch.Generator] = None,
+                   timesteps: Optional[Callable[..., torch.Tensor]] = None) -> dict:
     """One Monte-Carlo estimate of the loss of Algorithm 1.
 
     ``band_mask`` (B, C) is 1 where the scene covers a band. ``sam_offset`` is added to both spectra
     before the angle so it is measured in physical units ((x - offset) / scale puts the physical
     zero at -offset / scale). When the network models a residual, ``x0_base`` is the baseline the
     residual is added to, so the angle is still that of the full spectra. The condition is zeroed
-    per item with probability ``p_uncond`` (ICMG).
+    per item with probability ``p_uncond`` (ICMG). ``timesteps(batch, generator)`` draws the noise
+    levels (a ``TrainingTimesteps``); uniform over t when not given.
     """
     b = x0.shape[0]
     device = x0.device
-    t = torch.randint(0, schedule.num_timesteps, (b,), generator=generator).to(device)
+    if timesteps is None:
+        t = torch.randint(0, schedule.num_timesteps, (b,), generator=generator).to(device)
+    else:
+        t = timesteps(b, generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     drop = (torch.rand(b, generator=generator) < p_uncond).to(device)
     cond = torch.where(drop[:, None, None, None], torch.zeros_like(cond), cond)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -100,3 +101,35 @@ class NoiseSchedule:
         for i in range(len(timesteps) - 2, -1, -1):
             timesteps[i] = max(timesteps[i], timesteps[i + 1] + 1)
         return timesteps
+
+
+class TrainingTimesteps:
+    """Which timesteps training visits: "uniform" in t (Algorithm 1) or "lognormal" in sigma
+    (EDM's P_mean / P_std), with log(sigma / data_std) ~ N(mean, std) snapped to the nearest step.
+
+    Why log-normal: with a linear beta schedule most uniform t have sigma hundreds of times the
+    residual's std, where the denoiser can only output the conditional mean; the noise levels at
+    which a sample acquires its detail, around the data std, get a small share of the budget.
+    """
+
+    KINDS = ("uniform", "lognormal")
+
+    def __init__(self, schedule: NoiseSchedule, kind: str = "uniform", data_std: float = 1.0,
+                 log_sigma_mean: float = -0.5, log_sigma_std: float = 1.2):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown training noise levels '{kind}': use {' or '.join(self.KINDS)}")
+        self.kind = kind
+        self.num_timesteps = schedule.num_timesteps
+        ab = schedule.alphas_cumprod
+        self.log_sigmas = (0.5 * torch.log((1 - ab) / ab)).float()
+        self.log_sigma_mean = math.log(data_std) + log_sigma_mean
+        self.log_sigma_std = log_sigma_std
+
+    def __call__(self, batch: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        if self.kind == "uniform":
+            return torch.randint(0, self.num_timesteps, (batch,), generator=generator)
+        log_sigma = self.log_sigma_mean + self.log_sigma_std * torch.randn(batch, generator=generator)
+        upper = torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, self.num_timesteps - 1)
+        lower = upper - 1
+        nearer_lower = (log_sigma - self.log_sigmas[lower]).abs() <= (self.log_sigmas[upper] - log_sigma).abs()
+        return torch.where(nearer_lower, lower, upper)
