@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.bundle import load_bundle
 from engine.evaluate import evaluate_scene, sampler_settings
 
-DEFAULT_RUNS = "ddpm:1000,ddim:50,ddim:20,ddim:10,dpmpp:20,dpmpp:10,dpmpp:5"
+DEFAULT_RUNS = "ddpm:1000,ddim:50,ddim:20,ddim:10,ddim:2,ddim:1,dpmpp:20,dpmpp:10,dpmpp:5"
 
 
 def main(argv=None) -> int:

@@ -18,9 +18,11 @@ from qgis.PyQt.QtCore import QVariant
 
 from .. import engine_bridge as bridge
 
-# (label shown in QGIS, engine sampler name); index 0 is the default.
+# (label shown in QGIS, engine sampler name or None for the bundle's own); index 0 is the default.
 SAMPLERS = (
-    ("Fast: DPM-Solver++(2M) with STEPS steps", "dpmpp"),
+    ("The model's default (bundled model: DDIM, 2 steps)", None),
+    ("DDIM with STEPS steps (1-2 steps: the conditional-mean estimate)", "ddim"),
+    ("DPM-Solver++(2M) with STEPS steps (a sample of the distribution)", "dpmpp"),
     ("Paper: DDPM ancestral sampling over all 1000 steps (slow)", "ddpm"),
 )
 DEVICES = ("auto", "cpu", "cuda")
@@ -58,12 +60,15 @@ def add_model_parameters(alg) -> None:
         f"Empty means the model shipped with the plugin ({bridge.DEFAULT_MODEL})."))
     alg.addParameter(_with_help(
         QgsProcessingParameterEnum("SAMPLER", "Sampler", options=[label for label, _ in SAMPLERS], defaultValue=0),
-        "Fast: DPM-Solver++(2M) on STEPS respaced steps (default). Paper: the paper's DDPM ancestral "
-        "sampler over all 1000 diffusion steps; about 1000 / STEPS times slower."))
+        "The model's default: the sampler and steps stored with the model (the bundled model: DDIM with 2 "
+        "steps, which measured the lowest error). DDIM with 1-2 steps returns almost the model's "
+        "conditional mean, the most accurate estimate. DPM-Solver++ with 10 or more steps draws a sample: "
+        "sharper detail, more error, and the spread that SAMPLES >= 2 turns into an uncertainty. Paper: "
+        "the paper's DDPM ancestral sampler over all 1000 diffusion steps; about 1000 / STEPS times slower."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("STEPS", "Sampler steps (empty: the model's default)",
                                      QgsProcessingParameterNumber.Integer, optional=True, minValue=1, maxValue=1000),
-        "Network evaluations per stage for the fast sampler; time grows linearly with it. "
+        "Network evaluations per stage for DDIM and DPM-Solver++; time grows linearly with it. "
         "Ignored by the DDPM sampler, which always takes all 1000 steps."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("GUIDANCE", "Guidance scale (empty: the model's default)",

@@ -17,8 +17,9 @@ from .inference import add_band_parameters, add_model_parameters, inference_argu
 
 HELP = """<p>Reconstructs a <b>hyperspectral image from an RGB raster</b> with SCDM, a spectral-cascaded \
 conditional diffusion model: stage 1 reconstructs a few anchor bands from the RGB, stage 2 all bands \
-from the RGB and those anchors. The result is a sample of the model's distribution of spectra that \
-agree with the RGB, not a measurement: use it where a plausible spectrum is worth more than none.</p>
+from the RGB and those anchors. With the default sampler the result is close to the model's mean of \
+the spectra that agree with the RGB; other samplers draw one of those spectra. Either way it is an \
+estimate, not a measurement: use it where a plausible spectrum is worth more than none.</p>
 <p><b>Input</b>: any raster GDAL reads; RED, GREEN and BLUE choose its bands (1, 2, 3 by default). \
 Nodata pixels stay nodata.</p>
 <p><b>Output</b>: a float32 GeoTIFF with the input's CRS, extent and pixel size and one band per \
@@ -27,9 +28,11 @@ wavelength and FWHM in nanometres (GDAL metadata <i>wavelength</i>, <i>wavelengt
 as the EnMAP-Box writes them). <b>Units</b>: the same units as the input RGB (DN stay DN, reflectance \
 stays reflectance): the model works on the RGB's normalised values and maps its output back with the \
 same scale. Optional outputs: the stage-1 bands, and with SAMPLES of 2 or more the per-band standard \
-deviation between samples (an uncertainty, in the same units).</p>
-<p><b>Time</b> grows with the number of pixels, the sampler steps (STEPS for the fast sampler, always \
-1000 for the paper's DDPM sampler, about 50 times slower), SAMPLES, and doubles when GUIDANCE is not 0. \
+deviation between samples (an uncertainty, in the same units; near zero with the default DDIM sampler, \
+whose output hardly depends on the noise: choose DPM-Solver++ with 10 or more steps for it).</p>
+<p><b>Time</b> grows with the number of pixels, the sampler steps (STEPS for DDIM and DPM-Solver++, \
+always 1000 for the paper's DDPM sampler, about 500 times slower than the default), SAMPLES, and doubles \
+when GUIDANCE is not 0. \
 Overlap adds the overlapping pixels again. A CUDA GPU (DEVICE auto or cuda) is tens of times faster \
 than the CPU. The log names the device and the model; progress advances per tile, and Cancel stops \
 between tiles and sampler steps without leaving an output file.</p>"""

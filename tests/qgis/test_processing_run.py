@@ -40,7 +40,7 @@ def test_optional_outputs_and_the_paper_sampler_settings_reach_the_engine(run_al
 
     out, stage1, unc = tmp_path / "hsi.tif", tmp_path / "stage1.tif", tmp_path / "unc.tif"
     results, _ = run_alg(ALG_ID, params(rgb_tif, tiny_bundle, out, STAGE1_OUTPUT=str(stage1),
-                                        UNCERTAINTY_OUTPUT=str(unc), SAMPLES=2, SEED=7, GUIDANCE=0.0,
+                                        UNCERTAINTY_OUTPUT=str(unc), SAMPLES=2, SEED=7, GUIDANCE=0.0, SAMPLER=2,
                                         PDT_STAGE1=0, PDT_STAGE2=0.9, RED=1, GREEN=2, BLUE=3))
     assert results == {"OUTPUT": str(out), "STAGE1_OUTPUT": str(stage1), "UNCERTAINTY_OUTPUT": str(unc)}
     assert georeference(stage1)[4] == 12 and georeference(unc)[4] == 48
@@ -51,8 +51,9 @@ def test_optional_outputs_and_the_paper_sampler_settings_reach_the_engine(run_al
 
 
 def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
-    """SAMPLER 1 is the paper's DDPM; unset optional numbers stay None (the bundle's defaults). Checked
-    on the arguments, because DDPM's 1000 steps take minutes even with the tiny model."""
+    """SAMPLER 3 is the paper's DDPM; unset optional numbers and the default SAMPLER stay None (the
+    bundle's defaults). Checked on the arguments, because DDPM's 1000 steps take minutes even with
+    the tiny model."""
     from qgis.core import QgsApplication, QgsProcessingContext
 
     from scdm.scdm_plugin.algorithms.inference import inference_arguments
@@ -60,12 +61,12 @@ def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
     alg = QgsApplication.processingRegistry().createAlgorithmById(ALG_ID)
     context = QgsProcessingContext()
     base = {"INPUT": str(rgb_tif), "OUTPUT": str(tmp_path / "x.tif")}
-    arguments = inference_arguments(alg, {**base, "SAMPLER": 1, "MODEL": "/some/bundle", "DEVICE": "cpu",
+    arguments = inference_arguments(alg, {**base, "SAMPLER": 3, "MODEL": "/some/bundle", "DEVICE": "cpu",
                                           "RED": 3, "GREEN": 2, "BLUE": 1, "PDT_STAGE1": 0.5}, context)
     assert arguments == dict(model="/some/bundle", bands=(3, 2, 1), sampler="ddpm", steps=None, guidance=None,
                              pdt=(0.5, None), seed=0, tile=288, overlap=32, device="cpu")
     defaults = inference_arguments(alg, base, context)
-    assert defaults["sampler"] == "dpmpp" and defaults["bands"] == (1, 2, 3) and defaults["device"] == "auto"
+    assert defaults["sampler"] is None and defaults["bands"] == (1, 2, 3) and defaults["device"] == "auto"
     assert defaults["model"].endswith("resources/models/scdm-default")
     # An empty MODEL (e.g. an unset model input in the modeler) also means the bundled model.
     assert inference_arguments(alg, {**base, "MODEL": ""}, context)["model"] == defaults["model"]

@@ -56,8 +56,8 @@ def test_parameters_defaults_and_advanced_flags(scdm_plugin):
     assert all(definition(b).parentLayerParameterName() == "INPUT" for b in ("RED", "GREEN", "BLUE"))
     assert Path(definition("MODEL").defaultValue()) == REPO_ROOT / "resources" / "models" / "scdm-default"
     assert definition("SAMPLER").defaultValue() == 0
-    assert "fast" in definition("SAMPLER").options()[0].lower()
-    assert "ddpm" in definition("SAMPLER").options()[1].lower()
+    options = [o.lower() for o in definition("SAMPLER").options()]
+    assert "default" in options[0] and "ddim" in options[1] and "dpm-solver" in options[2] and "ddpm" in options[3]
     assert definition("DEVICE").options() == ["auto", "cpu", "cuda"]
     assert definition("DEVICE").defaultValue() == "auto"
     advanced = {p.name() for p in alg.parameterDefinitions()
