@@ -19,8 +19,8 @@ import torch
 from rasterio.transform import Affine
 
 from engine.errors import Cancelled, InputError
-from engine.raster.pipeline import TileBlender, border_margin, infer_raster
-from engine.raster.windows import tile_grid
+from engine.raster.pipeline import TileBlender, infer_raster
+from engine.raster.windows import border_margin, tile_grid
 
 ENMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff" / "enmap_potsdam"
 MOSAIC = ENMAP / "enmap_potsdam_tiles_mosaic.tif"

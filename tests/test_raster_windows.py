@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from engine.raster.windows import (
     axis_segments,
     axis_spans,
+    border_margin,
     padded_size,
     raised_cosine_ramp,
     reflect_index,
@@ -171,6 +172,10 @@ def test_reflect_index_is_numpy_reflect_padding(size, data):
     axis = np.arange(size) * 10
     np.testing.assert_array_equal(axis[reflect_index(np.arange(-pad, size + pad), size)],
                                   np.pad(axis, pad, mode="reflect"))
+
+
+def test_border_margin_is_half_the_overlap():
+    assert border_margin(16) == 8 and border_margin(33) == 16 and border_margin(0) == 0
 
 
 def test_padded_size_and_argument_checks():

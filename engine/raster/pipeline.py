@@ -13,7 +13,7 @@ Seamlessness
       differ between neighbouring tiles).
     * Overlaps are blended with separable raised-cosine weights (``windows.axis_weights``).
     * The raster is tiled as if extended by half the overlap in mirrored pixels on every side
-      (``border_margin``), so its own border gets the context a seam between two tiles gets;
+      (``windows.border_margin``), so its own border gets the context a seam between two tiles gets;
       without it the network's zero padding showed as a 3-4 px rim of 2-4x too bright
       near-infrared on the demo image.
     What remains tile dependent is the network's own context (receptive field, GroupNorm statistics,
@@ -56,7 +56,8 @@ from engine.config import override_sampler
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
 from engine.raster import io as rio
-from engine.raster.windows import Tile, TileGrid, axis_segments, padded_size, reflect_index, reflect_pad, tile_grid
+from engine.raster.windows import (DEFAULT_OVERLAP, DEFAULT_TILE, Tile, TileGrid, axis_segments, border_margin, padded_size, reflect_index, reflect_pad,
+                                   tile_grid)
 
 ProgressFn = Optional[Callable[[float, str], None]]
 CancelFn = Optional[Callable[[], bool]]
@@ -251,8 +252,8 @@ def infer_raster(
     *,
     model=None,
     bands=(1, 2, 3),
-    tile: int = 288,
-    overlap: int = 32,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
     sampler: Optional[str] = None,
     steps: Optional[int] = None,
     guidance: Optional[float] = None,
@@ -492,13 +493,6 @@ def infer_raster(
         extra={"peak_open_cell_bytes": blender.peak_open_bytes, "peak_block_bytes": writer.peak_held_bytes,
                "blocks_spilled": writer.spilled, "blocks_written": writer.blocks_written},
     )
-
-
-def border_margin(overlap: int) -> int:
-    """Mirrored pixels added beyond each raster border: half the overlap, the context each tile has
-    beyond the middle of a seam (16 px by default; with the default 288 px tiles a 512 px axis plus
-    2 x 16 still takes two tiles)."""
-    return overlap // 2
 
 
 def _read_mirrored(reader: rio.RGBReader, tile: Tile, margin: int, height: int, width: int):

@@ -89,12 +89,15 @@ def add_model_parameters(alg) -> None:
         "The same seed, model and settings give the same result, whatever the tiling."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
-                                     defaultValue=288, minValue=8, maxValue=8192),
-        "The raster is processed in square tiles of this size; memory grows with its square."))
+                                     defaultValue=64, minValue=8, maxValue=8192),
+        "The raster is processed in tiles of at most this size; memory grows with its square. The default, "
+        "about twice the crops the bundled model was trained on, measured the lowest error: the network's "
+        "statistics drift on much larger tiles (one 288 px tile: 39 % more RMSE on the Houston scene)."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
-                                     defaultValue=32, minValue=0, maxValue=4096),
-        "Neighbouring tiles overlap by this many pixels and are blended there (at most half the tile size)."))
+                                     defaultValue=16, minValue=0, maxValue=4096),
+        "Neighbouring tiles overlap by this many pixels and are blended there (at most half the tile size); "
+        "half of it is mirrored beyond the raster's border as context for the edge pixels."))
     device = QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue="auto")
     device.setUsesStaticStrings(True)
     alg.addParameter(_advanced(device, "auto: the first CUDA GPU if torch sees one, else the CPU."))

@@ -64,7 +64,7 @@ def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
     arguments = inference_arguments(alg, {**base, "SAMPLER": 3, "MODEL": "/some/bundle", "DEVICE": "cpu",
                                           "RED": 3, "GREEN": 2, "BLUE": 1, "PDT_STAGE1": 0.5}, context)
     assert arguments == dict(model="/some/bundle", bands=(3, 2, 1), sampler="ddpm", steps=None, guidance=None,
-                             pdt=(0.5, None), seed=0, tile=288, overlap=32, device="cpu")
+                             pdt=(0.5, None), seed=0, tile=64, overlap=16, device="cpu")
     defaults = inference_arguments(alg, base, context)
     assert defaults["sampler"] is None and defaults["bands"] == (1, 2, 3) and defaults["device"] == "auto"
     assert defaults["model"].endswith("resources/models/scdm-default")
