@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
 
-from conftest import SHARED_DATA
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 SCENE = SHARED_DATA / "scenes" / "houston2018_casi48.npz"
 

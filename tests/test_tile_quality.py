@@ -3,9 +3,11 @@ the tile counts the raster pipeline reports."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from conftest import SHARED_DATA
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 SCENE = SHARED_DATA / "scenes" / "houston2018_casi48.npz"
 SRF = SHARED_DATA / "srf" / "camera_nikon5100_npl.csv"
