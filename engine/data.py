@@ -13,6 +13,10 @@ from engine.config import BundleConfig, RGBSimulation
 from engine.errors import InputError
 from engine.spectral import SpectralResponse, load_srf_csv, resample_cube, simulate_rgb_from_bands, simulate_rgb_from_srf
 
+# Where the measurement commands find the shared scenes by default: ../shared/data beside the repository.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HOUSTON_SCENE = SHARED_DATA / "scenes" / "houston2018_casi48.npz"
+
 
 @dataclass
 class Scene:

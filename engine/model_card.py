@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.bundle import load_bundle
-from engine.data import load_scene
+from engine.data import SHARED_DATA, load_scene
 from engine.evaluate import evaluate_scene
 
 PARAMETERISATION_TEXT = {"eps": "the paper's noise prediction (with a Gaussian skip path)",
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m engine.model_card", description=__doc__)
     parser.add_argument("--model", default="resources/models/scdm-default")
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    parser.add_argument("--data", default=str(SHARED_DATA))
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ import torch
 
 from engine.cascade import Cascade, apply_affine, make_config
 from engine.config import PARAMETERISATIONS, Normalisation, RGBSimulation, SamplerConfig, UNetConfig, houston_grid
-from engine.data import TrainingSet, load_scene
+from engine.data import HOUSTON_SCENE, TrainingSet, load_scene
 from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import PositionalNoise
 from engine.diffusion.preconditioning import make_denoiser
@@ -301,8 +301,7 @@ def main(argv=None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m engine.paper_protocol", description=__doc__)
-    parser.add_argument("--scene", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" /
-                                              "scenes" / "houston2018_casi48.npz"))
+    parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--out", default="docs/paper-protocol")
     parser.add_argument("--folds", default="0,1,2,3")
     parser.add_argument("--iterations", type=int, default=1500)

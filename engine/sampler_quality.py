@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from engine.bundle import load_bundle
+from engine.data import HOUSTON_SCENE
 from engine.evaluate import evaluate_scene, sampler_settings
 
 DEFAULT_RUNS = "ddpm:1000,ddim:50,ddim:20,ddim:10,ddim:2,ddim:1,dpmpp:20,dpmpp:10,dpmpp:5"
@@ -20,8 +21,7 @@ DEFAULT_RUNS = "ddpm:1000,ddim:50,ddim:20,ddim:10,ddim:2,ddim:1,dpmpp:20,dpmpp:1
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.sampler_quality", description=__doc__)
     parser.add_argument("--model", default="resources/models/scdm-default")
-    parser.add_argument("--scene", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" /
-                                              "scenes" / "houston2018_casi48.npz"))
+    parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--rgb", default="bands:4,11,22")
     parser.add_argument("--region", default="64:128,64:128")
     parser.add_argument("--runs", default=DEFAULT_RUNS)

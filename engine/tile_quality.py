@@ -20,9 +20,9 @@ import numpy as np
 import rasterio
 
 from engine.bundle import load_bundle
-from engine.data import load_scene, scene_on_grid
+from engine.data import HOUSTON_SCENE, load_scene, scene_on_grid
 from engine.evaluate import parse_rgb_spec, scene_rgb
-from engine.metrics import all_metrics
+from engine.metrics import all_metrics, kept_bands, rmse
 from engine.raster.pipeline import infer_raster
 
 DEFAULT_RUNS = "32:16,48:16,64:16,64:32,96:32,128:32,288:32"
@@ -32,8 +32,7 @@ INNER = 8  # border pixels left out of the inner RMSE
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.tile_quality", description=__doc__)
     parser.add_argument("--model", default="resources/models/scdm-default")
-    parser.add_argument("--scene", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" /
-                                              "scenes" / "houston2018_casi48.npz"))
+    parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--rgb", default="srf:../shared/data/srf/camera_nikon5100_npl.csv")
     parser.add_argument("--runs", default=DEFAULT_RUNS, help="comma-separated TILE:OVERLAP pairs")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,9 +58,10 @@ def main(argv=None) -> int:
             with rasterio.open(dst) as ds:
                 estimate = ds.read()
             metrics = all_metrics(reference, estimate, exclude_bands=uncovered, valid_mask=scene.valid)
-            kept = [b for b in range(reference.shape[0]) if b not in uncovered]
-            inner = (slice(None), slice(INNER, -INNER), slice(INNER, -INNER))
-            inner_rmse = float(np.sqrt(np.mean((reference[kept][inner] - estimate[kept][inner]) ** 2)))
+            kept = kept_bands(reference.shape[0], uncovered)
+            inner = (slice(INNER, -INNER), slice(INNER, -INNER))
+            inner_rmse = rmse(reference[kept][(slice(None),) + inner], estimate[kept][(slice(None),) + inner],
+                              valid_mask=scene.valid[inner])
             rows.append((tile, overlap, report.tiles, metrics["rmse"], inner_rmse, metrics["mpsnr"], metrics["sam"],
                          seconds))
             print(f"tile {tile} overlap {overlap}: {report.tiles} tiles, RMSE {metrics['rmse']:.0f} "
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
         "| tile | overlap | tiles | RMSE | inner RMSE | MPSNR (dB) | SAM (rad) | seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for tile, overlap, tiles, rmse, inner_rmse, mpsnr, sam, seconds in rows:
-        lines.append(f"| {tile} | {overlap} | {tiles} | {rmse:.0f} | {inner_rmse:.0f} | {mpsnr:.2f} | {sam:.4f} | "
+    for tile, overlap, tiles, whole_rmse, inner_rmse, mpsnr, sam, seconds in rows:
+        lines.append(f"| {tile} | {overlap} | {tiles} | {whole_rmse:.0f} | {inner_rmse:.0f} | {mpsnr:.2f} | {sam:.4f} | "
                      f"{seconds:.1f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

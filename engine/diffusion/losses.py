@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from engine.diffusion.schedule import NoiseSchedule
+from engine.diffusion.schedule import NoiseSchedule, TrainingTimesteps
 
 
 def spectral_angle_loss(x0: torch.Tensor, x0_hat: torch.Tensor, band_mask: Optional[torch.Tensor] = None,
@@ -40,10 +40,8 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch
     """
     b = x0.shape[0]
     device = x0.device
-    if timesteps is None:
-        t = torch.randint(0, schedule.num_timesteps, (b,), generator=generator).to(device)
-    else:
-        t = timesteps(b, generator).to(device)
+    draw = timesteps if timesteps is not None else TrainingTimesteps(schedule)
+    t = draw(b, generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     drop = (torch.rand(b, generator=generator) < p_uncond).to(device)
     cond = torch.where(drop[:, None, None, None], torch.zeros_like(cond), cond)

@@ -56,8 +56,8 @@ from engine.config import override_sampler
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
 from engine.raster import io as rio
-from engine.raster.windows import (DEFAULT_OVERLAP, DEFAULT_TILE, Tile, TileGrid, axis_segments, border_margin, padded_size, reflect_index, reflect_pad,
-                                   tile_grid)
+from engine.raster.windows import (DEFAULT_OVERLAP, DEFAULT_TILE, Tile, TileGrid, axis_segments, border_margin,
+                                   padded_size, reflect_index, reflect_pad, tile_grid)
 
 ProgressFn = Optional[Callable[[float, str], None]]
 CancelFn = Optional[Callable[[], bool]]
