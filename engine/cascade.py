@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from torch import nn
 
 from engine.config import BundleConfig, SamplerConfig
 from engine.diffusion.guidance import noise_predictor
@@ -16,7 +17,7 @@ from engine.diffusion.preconditioning import make_denoiser
 from engine.diffusion.samplers import run_sampler, sampler_timesteps
 from engine.diffusion.schedule import NoiseSchedule
 from engine.diffusion.truncation import ProgressiveTruncation
-from engine.model.unet import ConditionalUNet
+from engine.model import make_network
 
 
 def stage_band_count(total_bands: int) -> int:
@@ -54,8 +55,8 @@ class Cascade:
         self.config = config
         self.schedule = NoiseSchedule(config.schedule)
         n1 = config.stage1.out_channels
-        self.stage1_model = ConditionalUNet(config.stage1.unet, n1, config.stage1.cond_channels(n1))
-        self.stage2_model = ConditionalUNet(config.stage2.unet, config.band_count, config.stage2.cond_channels(n1))
+        self.stage1_model = make_network(config.stage1.unet, n1, config.stage1.cond_channels(n1))
+        self.stage2_model = make_network(config.stage2.unet, config.band_count, config.stage2.cond_channels(n1))
         self.device = torch.device("cpu")
         self.to(device)
 
@@ -65,7 +66,7 @@ class Cascade:
         self.stage2_model.to(self.device).eval()
         return self
 
-    def model(self, stage: int) -> ConditionalUNet:
+    def model(self, stage: int) -> nn.Module:
         """The stage's network (the weights a bundle stores)."""
         return self.stage1_model if stage == 1 else self.stage2_model
 

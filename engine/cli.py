@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 from engine.errors import EngineError
 
@@ -51,6 +49,7 @@ def _region(text):
 
 
 def cmd_train(args) -> int:
+    from engine.evaluate import save_json
     from engine.train import train
 
     result = train(args.config, resume=args.resume, seed=args.seed, iterations=args.iterations,
@@ -61,7 +60,7 @@ def cmd_train(args) -> int:
             print(f"{stage}: loss {loss['first']:.4f} -> {loss['last']:.4f}")
     print(f"bundle written to {result['output']} in {training['seconds']} s")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        save_json(result, args.json)
     return 0
 
 
@@ -112,7 +111,7 @@ def cmd_bench(args) -> int:
     import torch
 
     from engine.diffusion.noise import PositionalNoise
-    from engine.evaluate import sampler_settings
+    from engine.evaluate import sampler_settings, save_json
 
     cascade = _load(args)
     torch.manual_seed(0)
@@ -139,8 +138,7 @@ def cmd_bench(args) -> int:
               f"{r['seconds_per_megapixel']:>10.1f}")
         assert np.isfinite(out.full.cpu().numpy()).all()
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": str(cascade.device), "size": args.size,
-                                               "batch": args.batch, "rows": rows}, indent=2) + "\n")
+        save_json({"device": str(cascade.device), "size": args.size, "batch": args.batch, "rows": rows}, args.json)
     return 0
 
 

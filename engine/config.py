@@ -45,7 +45,12 @@ def _from_dict(cls, data: Any, where: str):
 class UNetConfig:
     """Width, depth and attention placement of one stage's noise-prediction UNet.
 
-    The default is small enough to train on two CPU cores; ``paper()`` is Section III-B-1's network.
+    ``architecture`` "multiscale" is the paper's UNet (downsampling levels, GroupNorm, attention);
+    ``paper()`` is Section III-B-1's network and the default is small enough to train on two CPU
+    cores. "local" is the same two-branch topology at one resolution with per-pixel blocks
+    (engine.model.local_unet): its only spatial operator is the condition's first convolution, a
+    ``condition_window`` x ``condition_window`` window (for "multiscale" that convolution's kernel).
+    A local network takes ``channel_multipliers`` (1,) and no attention.
     """
 
     base_channels: int = 32
@@ -58,6 +63,29 @@ class UNetConfig:
     # The paper feeds the condition through the time-conditioned encoder; a time-free condition
     # branch lets samplers encode the condition once per tile instead of once per step.
     condition_uses_time: bool = False
+    architecture: str = "multiscale"
+    condition_window: int = 3
+
+    ARCHITECTURES = ("multiscale", "local")
+
+    @staticmethod
+    def local(width: int = 128, blocks: int = 1, condition_window: int = 5, dropout: float = 0.0) -> "UNetConfig":
+        return UNetConfig(base_channels=width, channel_multipliers=(1,), encoder_res_blocks=blocks,
+                          decoder_res_blocks=blocks + 1, attention_downsample=(), dropout=dropout,
+                          architecture="local", condition_window=condition_window)
+
+    def validate(self) -> None:
+        if self.architecture not in self.ARCHITECTURES:
+            raise ValueError(f"unknown UNet architecture '{self.architecture}': use "
+                             + " or ".join(f"'{a}'" for a in self.ARCHITECTURES))
+        if self.decoder_res_blocks != self.encoder_res_blocks + 1:
+            # Each decoder block consumes exactly one skip of each branch, as in improved-diffusion.
+            raise ValueError("decoder_res_blocks must equal encoder_res_blocks + 1")
+        if self.condition_window < 1 or self.condition_window % 2 == 0:
+            raise ValueError(f"condition_window must be an odd number of pixels, got {self.condition_window}")
+        if self.architecture == "local" and (tuple(self.channel_multipliers) != (1,) or self.attention_downsample):
+            raise ValueError("a local UNet has one resolution and no attention: set channel_multipliers to [1] "
+                             "and attention_downsample to []")
 
     @staticmethod
     def paper() -> "UNetConfig":
@@ -261,6 +289,10 @@ class BundleConfig:
     description: str = ""
     training: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # The raster pipeline's tile edge unless the caller asks for another. A multiscale network is best
+    # near twice its training crop (its statistics drift with the tile: docs/tiling.md); a local one
+    # is size-invariant, so larger tiles only save work on overlaps.
+    inference_tile: int = 64
 
     @property
     def band_count(self) -> int:
@@ -273,6 +305,15 @@ class BundleConfig:
     @property
     def size_multiple(self) -> int:
         return max(self.stage1.unet.size_multiple, self.stage2.unet.size_multiple)
+
+    @property
+    def context_radius(self) -> Optional[int]:
+        """Pixels of RGB on each side that the cascade's output at a pixel depends on, when both
+        stages are local networks (stage 2 sees stage 1's output within its own window); else None."""
+        stages = (self.stage1.unet, self.stage2.unet)
+        if any(unet.architecture != "local" for unet in stages):
+            return None
+        return sum(unet.condition_window // 2 for unet in stages)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -294,7 +335,10 @@ class BundleConfig:
             raise ValueError(f"stage 2 outputs {self.stage2.out_channels} bands, the grid has {n_bands}")
         if any(not 0 <= i < n_bands for i in self.stage1.output_indices):
             raise ValueError("stage-1 band indices fall outside the band grid")
+        if self.inference_tile < 8:
+            raise ValueError(f"inference_tile must be at least 8 pixels, got {self.inference_tile}")
         for stage in (self.stage1, self.stage2):
+            stage.unet.validate()
             if stage.parameterisation not in PARAMETERISATIONS:
                 raise ValueError(unknown_parameterisation(stage.parameterisation))
         self.sampler.validate()

@@ -102,12 +102,22 @@ def rgb_for_scene(scene: Scene, grid_cube: np.ndarray, simulation: RGBSimulation
     return renderings
 
 
+# Crops of one batch share at most this many (scene, camera, white balance, gain) draws: resolving the
+# percentile normalisation per crop would dominate a batch of hundreds of small windows.
+RENDERINGS_PER_BATCH = 16
+MIN_VALID_FRACTION = 0.95  # crops start only where at least this share of their pixels is valid
+# Valid pixels per rendering that the rgb_percentile normalisation is taken from (all of a smaller
+# scene), as inference takes it from a decimated read of the raster.
+NORMALISATION_PIXELS = 4096
+
+
 class TrainingSet:
     """Augmented (RGB, cube) crops in model units, with per-band coverage masks.
 
     Crops are drawn with probability proportional to scene area; flips and rot90 on every crop; with
     SRF simulation, a random camera, per-channel white balance and a global gain, and the
-    ``rgb_percentile`` normalisation taken from the whole augmented scene as inference does.
+    ``rgb_percentile`` normalisation taken from the augmented scene's valid pixels as inference does.
+    A batch draws up to ``RENDERINGS_PER_BATCH`` such renderings and spreads its crops over them.
     """
 
     def __init__(self, config: BundleConfig, scenes: Sequence[Scene], srf_dir: Optional[Path] = None):
@@ -115,47 +125,79 @@ class TrainingSet:
         simulation = config.rgb_simulation
         cameras = [load_srf_csv(Path(srf_dir) / f"{name}.csv") for name in simulation.cameras] if simulation.kind == "srf" else []
         self.items = []
+        pick = np.random.default_rng(0)
         for scene in scenes:
             cube, covered = scene_on_grid(scene, config.wavelengths_nm, config.fwhm_nm)
             rgbs = rgb_for_scene(scene, cube, simulation, cameras)
-            self.items.append((scene, cube, covered.astype(np.float32), rgbs))
-        areas = np.array([s.valid.sum() for s, *_ in self.items], dtype=np.float64)
+            valid = np.flatnonzero(scene.valid)
+            chosen = np.sort(pick.choice(valid, size=min(valid.size, NORMALISATION_PIXELS), replace=False))
+            # Each rendering's valid pixels, or a fixed sample of them: what its normalisation is taken from.
+            statistics = [rgb.reshape(3, 1, -1)[:, :, chosen] for rgb in rgbs]
+            self.items.append((scene, cube, covered.astype(np.float32), rgbs, statistics))
+        areas = np.array([item[0].valid.sum() for item in self.items], dtype=np.float64)
         self.weights = areas / areas.sum()
+        self._starts = {}
 
     def summary(self) -> list:
         return [{"scene": s.name, "size": [int(s.cube.shape[1]), int(s.cube.shape[2])],
-                 "bands_covered": int(c.sum()), "renderings": len(r)} for s, _, c, r in self.items]
+                 "bands_covered": int(c.sum()), "renderings": len(r)} for s, _, c, r, _ in self.items]
+
+    def _crop_starts(self, item: int, ch: int, cw: int) -> np.ndarray:
+        """Flat indices (row * W + col) of the crop origins whose crop is valid enough; where none
+        is, those of the most valid crops."""
+        key = (item, ch, cw)
+        if key not in self._starts:
+            valid = self.items[item][0].valid
+            sums = np.pad(valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+            share = (sums[ch:, cw:] - sums[:-ch, cw:] - sums[ch:, :-cw] + sums[:-ch, :-cw]) / (ch * cw)
+            good = share >= min(MIN_VALID_FRACTION, share.max())
+            rows, cols = np.nonzero(good)
+            self._starts[key] = rows * valid.shape[1] + cols
+        return self._starts[key]
 
     def batch(self, size: int, crop: int, rng: np.random.Generator):
+        """(cube, rgb, coverage) of ``size`` crops: (size, C, crop, crop), (size, 3, crop, crop), (size, C)."""
+        groups = min(size, RENDERINGS_PER_BATCH)
+        counts = np.full(groups, size // groups)
+        counts[:size % groups] += 1
+        cubes, rgbs, masks = (np.concatenate(arrays) for arrays in zip(*(self._crops(int(n), crop, rng) for n in counts)))
+        turns = rng.integers(4, size=size)
+        flips = rng.random(size) < 0.5
+        for k in range(4):
+            for flip in (False, True):
+                chosen = np.flatnonzero((turns == k) & (flips == flip))
+                if chosen.size:
+                    cubes[chosen], rgbs[chosen] = (_dihedral(a[chosen], k, flip) for a in (cubes, rgbs))
+        return np.ascontiguousarray(cubes), np.ascontiguousarray(rgbs), masks
+
+    def _crops(self, count: int, crop: int, rng: np.random.Generator):
         sim = self.config.rgb_simulation
-        norm = self.config.normalisation
-        cubes, rgbs, masks = [], [], []
-        for _ in range(size):
-            scene, cube, covered, renderings = self.items[rng.choice(len(self.items), p=self.weights)]
-            rgb = renderings[rng.integers(len(renderings))]
-            if sim.kind == "srf":
-                balance = rng.uniform(*sim.white_balance_range, size=3).astype(np.float32)
-                gain = np.float32(np.exp(rng.uniform(np.log(sim.gain_range[0]), np.log(sim.gain_range[1]))))
-                rgb = rgb * (balance * gain)[:, None, None]
-                cube = cube * gain
-            fixed = norm.resolved(rgb, scene.valid)
-            h, w = cube.shape[1:]
-            ch, cw = min(crop, h), min(crop, w)
-            for _attempt in range(20):
-                r = rng.integers(0, h - ch + 1)
-                c = rng.integers(0, w - cw + 1)
-                if scene.valid[r:r + ch, c:c + cw].mean() >= 0.95:
-                    break
-            x = fixed.to_model(cube[:, r:r + ch, c:c + cw])
-            y = fixed.to_model(rgb[:, r:r + ch, c:c + cw])
-            if ch < crop or cw < crop:
-                pad = ((0, 0), (0, crop - ch), (0, crop - cw))
-                x, y = np.pad(x, pad, mode="reflect"), np.pad(y, pad, mode="reflect")
-            k = rng.integers(4)
-            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-            if rng.random() < 0.5:
-                x, y = x[:, :, ::-1], y[:, :, ::-1]
-            cubes.append(np.ascontiguousarray(x))
-            rgbs.append(np.ascontiguousarray(y))
-            masks.append(covered)
-        return np.stack(cubes), np.stack(rgbs), np.stack(masks)
+        item = rng.choice(len(self.items), p=self.weights)
+        scene, cube, covered, renderings, statistics = self.items[item]
+        rendering = rng.integers(len(renderings))
+        rgb = renderings[rendering]
+        rgb_factor = np.ones((3, 1, 1), np.float32)
+        cube_factor = np.float32(1.0)
+        if sim.kind == "srf":
+            balance = rng.uniform(*sim.white_balance_range, size=3).astype(np.float32)
+            cube_factor = np.float32(np.exp(rng.uniform(np.log(sim.gain_range[0]), np.log(sim.gain_range[1]))))
+            rgb_factor = (balance * cube_factor)[:, None, None]
+        fixed = self.config.normalisation.resolved(statistics[rendering] * rgb_factor)
+        h, w = cube.shape[1:]
+        ch, cw = min(crop, h), min(crop, w)
+        starts = self._crop_starts(item, ch, cw)
+        rows, cols = np.divmod(starts[rng.integers(starts.size, size=count)], w)
+        r_index = (rows[:, None] + np.arange(ch))[:, :, None]
+        c_index = (cols[:, None] + np.arange(cw))[:, None, :]
+        x = fixed.to_model(np.moveaxis(cube[:, r_index, c_index], 0, 1) * cube_factor)
+        y = fixed.to_model(np.moveaxis(rgb[:, r_index, c_index], 0, 1) * rgb_factor)
+        if ch < crop or cw < crop:
+            pad = ((0, 0), (0, 0), (0, crop - ch), (0, crop - cw))
+            x, y = np.pad(x, pad, mode="reflect"), np.pad(y, pad, mode="reflect")
+        return x.astype(np.float32), y.astype(np.float32), np.repeat(covered[None], count, axis=0)
+
+
+def _dihedral(crops: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """(N, C, s, s) crops turned ``turns`` x 90 degrees, then mirrored left-right when ``flip``."""
+    out = np.rot90(crops, turns, axes=(2, 3))
+    return out[..., ::-1] if flip else out

@@ -21,6 +21,18 @@ PARAMETERISATION_TEXT = {"eps": "the paper's noise prediction (with a Gaussian s
                          "edm": "EDM preconditioning (x_0 prediction scaled by the residual's per-band std)"}
 
 
+def network_text(config) -> str:
+    unet = config.stage1.unet
+    if unet.architecture == "local":
+        return (f"Each stage's network is the local UNet (width {unet.base_channels}, {unet.encoder_res_blocks} "
+                f"encoder blocks): its output at a pixel depends on a {unet.condition_window} x "
+                f"{unet.condition_window} window of its condition, so the whole cascade sees "
+                f"{config.context_radius} px of RGB on each side of a pixel and any tile size gives the same result "
+                f"(default tile {config.inference_tile} px).")
+    return (f"Each stage's network is the multiscale UNet (width {unet.base_channels}, multipliers "
+            f"{list(unet.channel_multipliers)}); its default tile is {config.inference_tile} px.")
+
+
 def measure(model_dir: Path, data_dir: Path, crop: int, seed: int) -> list:
     cascade = load_bundle(model_dir)
     config = cascade.config
@@ -59,7 +71,7 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
         f"spectral cascade: stage 1 estimates {len(config.stage1_indices)} bands (indices {list(config.stage1_indices)}), "
         f"stage 2 all {config.band_count} conditioned on stage 1 and the RGB. Each stage is a conditional diffusion "
         f"model on the residual of a per-pixel affine map from its condition; networks use "
-        f"{PARAMETERISATION_TEXT[config.stage1.parameterisation]}.", "",
+        f"{PARAMETERISATION_TEXT[config.stage1.parameterisation]}. {network_text(config)}", "",
         "## Units of the output",
         "The same radiometric units as the input RGB. The model works in units of the input's "
         f"{config.normalisation.percentile:g}th-percentile RGB value, computed once per raster; the output is scaled "

@@ -33,6 +33,8 @@ DEFAULTS = {
     "sam_weight": 1.0, "p_uncond": 0.1, "checkpoint_every": 500, "seed": 0, "device": "auto",
     "stages": [1, 2], "stage2_condition": "stage1+rgb", "srf_dir": None, "threads": None, "baseline": True,
     "parameterisation": "edm", "noise_levels": "uniform", "log_sigma_mean": -0.5, "log_sigma_std": 1.2,
+    # Stage 2's crop when it differs from stage 1's (local networks train on crops of their own window).
+    "stage2_crop": None,
 }
 
 
@@ -88,6 +90,8 @@ def bundle_config_from_spec(spec: dict) -> BundleConfig:
         normalisation=Normalisation(**spec.get("normalisation", {})),
         rgb_simulation=RGBSimulation(**rgb),
         description=spec.get("description", ""),
+        # A local network is size-invariant: large tiles only save overlap work.
+        inference_tile=int(spec.get("inference_tile", 256 if unet.architecture == "local" else 64)),
     )
 
 
@@ -193,6 +197,19 @@ def _median_data_std(model) -> float:
     return 1.0 if std is None else float(np.median(np.atleast_1d(np.asarray(std, dtype=np.float64))))
 
 
+def inner(tensor: torch.Tensor, margin: int) -> torch.Tensor:
+    """``tensor`` (..., H, W) less ``margin`` pixels on every side: a training window's target extent."""
+    if margin == 0:
+        return tensor
+    return tensor[..., margin:tensor.shape[-2] - margin, margin:tensor.shape[-1] - margin]
+
+
+def check_crop(spec: dict, margin: int) -> None:
+    if spec["crop"] <= 2 * margin:
+        raise InputError(f"crop {spec['crop']} px leaves no target pixel inside the network's {margin}-px context "
+                         f"margin: set crop to at least {2 * margin + 1}")
+
+
 def train_network(model, schedule, data: TrainingSet, select, spec: dict, device: str,
                   checkpoint: Optional[tuple] = None, label: str = "", sam_offset: float = 0.0,
                   show_progress: bool = True, baseline=None) -> dict:
@@ -200,9 +217,13 @@ def train_network(model, schedule, data: TrainingSet, select, spec: dict, device
     ``baseline(c)``, when given, is subtracted from x_0 so the network learns the residual.
 
     ``checkpoint`` is (output path, stage) to save and resume; the EMA weights end up in ``model``.
+    A local network (``model.training_margin`` > 0) learns each crop's inner pixels, whose context
+    lies wholly inside the crop.
     """
     from tqdm import tqdm
 
+    margin = model.training_margin
+    check_crop(spec, margin)
     model = model.to(device).train()
     ema = EMA(model, spec["ema_decay"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec["learning_rate"], weight_decay=0.0)
@@ -217,7 +238,8 @@ def train_network(model, schedule, data: TrainingSet, select, spec: dict, device
         generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
         cube, rgb, mask = (torch.from_numpy(a).to(device) for a in data.batch(spec["batch_size"], spec["crop"], rng))
         x0, cond, band_mask = select(cube, rgb, mask)
-        base = baseline(cond) if baseline is not None else None
+        x0 = inner(x0, margin)
+        base = baseline(inner(cond, margin)) if baseline is not None else None
         out = diffusion_loss(model, schedule, x0 - base if base is not None else x0, cond, band_mask=band_mask,
                              sam_weight=spec["sam_weight"], p_uncond=spec["p_uncond"], sam_offset=sam_offset,
                              x0_base=base, generator=generator, timesteps=timesteps)
@@ -283,10 +305,12 @@ def train(config_path, resume: bool = False, seed: Optional[int] = None, iterati
     started = time.time()
     summaries = {}
     for stage in spec["stages"]:
-        summaries[f"stage{stage}"] = train_stage(stage, cascade, data, spec, device, output, show_progress)
+        stage_spec = {**spec, "crop": spec["stage2_crop"] or spec["crop"]} if stage == 2 else spec
+        summaries[f"stage{stage}"] = train_stage(stage, cascade, data, stage_spec, device, output, show_progress)
     training = {
         "scenes": data.summary(),
         "iterations": spec["iterations"], "batch_size": spec["batch_size"], "crop": spec["crop"],
+        "stage2_crop": spec["stage2_crop"] or spec["crop"], "ema_decay": spec["ema_decay"],
         "learning_rate": spec["learning_rate"], "seed": spec["seed"], "device": device,
         "stages_trained": spec["stages"], "seconds": round(time.time() - started, 1),
         "loss": {k: {"first": v["loss_first"], "last": v["loss_last"]} for k, v in summaries.items()},

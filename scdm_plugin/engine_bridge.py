@@ -8,6 +8,7 @@ into a ``QgsProcessingException`` that names the exact command to install it.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shlex
 import sys
@@ -31,6 +32,18 @@ DEPENDENCIES = (
     ("safetensors", "safetensors>=0.4"),
     ("matplotlib", "matplotlib>=3.6"),
 )
+
+
+def default_sampler_label() -> str:
+    """The bundled model's default sampler in words ("DDIM, 1 step"), read from its config.json
+    without the engine (the plugin must load where torch is missing); empty if it cannot be read."""
+    try:
+        sampler = json.loads((DEFAULT_MODEL / "config.json").read_text())["sampler"]
+        name = {"ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)", "ddpm": "DDPM"}.get(sampler["name"], sampler["name"])
+        steps = 1000 if sampler["name"] == "ddpm" else int(sampler["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f"{name}, {steps} step{'s' if steps != 1 else ''}"
 
 
 def qgis_python() -> str:

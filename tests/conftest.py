@@ -20,7 +20,13 @@ def tiny_unet():
                       decoder_res_blocks=2, attention_downsample=(2,), attention_heads=2)
 
 
-def make_tiny_bundle(folder: Path, seed: int = 0, **fields) -> Path:
+def tiny_local_unet():
+    from engine.config import UNetConfig
+
+    return UNetConfig.local(width=8, blocks=1, condition_window=3)
+
+
+def make_tiny_bundle(folder: Path, seed: int = 0, unet=None, **fields) -> Path:
     """A 48-band cascade (12 stage-1 bands) with random weights, small enough for any test."""
     import torch
 
@@ -31,18 +37,24 @@ def make_tiny_bundle(folder: Path, seed: int = 0, **fields) -> Path:
     torch.manual_seed(seed)
     fields.setdefault("normalisation", Normalisation(kind="rgb_percentile", percentile=99.0, target=1.0))
     fields.setdefault("sampler", SamplerConfig(name="ddim", steps=2, guidance=1.0))
-    config = make_config("tiny-test", houston_grid(), unet=tiny_unet(), **fields)
+    config = make_config("tiny-test", houston_grid(), unet=unet or tiny_unet(), **fields)
     cascade = Cascade(config)
     # Random non-zero output layers, so an untrained bundle still produces spatially varying output.
     for stage in (1, 2):
-        out = cascade.model(stage).out[-1]
-        torch.nn.init.normal_(out.weight, std=0.05)
+        out = cascade.model(stage).out
+        torch.nn.init.normal_(out[-1].weight if isinstance(out, torch.nn.Sequential) else out.weight, std=0.05)
     return save_bundle(cascade, folder)
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_local_bundle(tmp_path_factory) -> Path:
+    """A tiny cascade of local networks (3 px condition windows: 2 px of context for the cascade)."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-local", unet=tiny_local_unet())
 
 
 @pytest.fixture(scope="session")

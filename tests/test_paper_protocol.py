@@ -1,5 +1,6 @@
 """The paper-protocol command end to end at a toy budget: every row of the table, the linear floor
-against the figure the issue quotes, the network-pass counts, the files it writes."""
+against the figure the issue quotes, the network-pass counts, seeds and their ensembles, the files
+it writes."""
 
 from __future__ import annotations
 
@@ -24,16 +25,17 @@ def test_one_fold_at_a_toy_budget_writes_every_row(tmp_path, capsys):
     out = tmp_path / "pp"
     threads = torch.get_num_threads()
     try:
-        status = main(["--scene", str(SCENE), "--out", str(out), "--folds", "0", "--iterations", "3", "--width", "8",
-                       "--samples", "2", "--fast-steps", "2", "--skip-ddpm", "--ablation-fold", "0", "--threads", "1"])
+        status = main(["--scene", str(SCENE), "--out", str(out), "--folds", "0", "--seeds", "0,1", "--iterations", "3",
+                       "--width", "8", "--samples", "2", "--fast-steps", "2", "--skip-ddpm", "--ablation-fold", "0",
+                       "--threads", "1"])
     finally:
         torch.set_num_threads(threads)  # --threads sets it for the whole test process
     assert status == 0
     summary = json.loads((out / "paper_protocol.json").read_text())
-    results = summary["folds"][0]["results"]
+    assert [(u["fold"], u["seed"]) for u in summary["units"]] == [(0, 0), (0, 1)]
+    results = summary["units"][0]["results"]
     assert list(results) == [
-        "linear regression", "single-shot CNN", "single-shot CNN, stopped at 1 iterations",
-        "single-shot CNN, stopped at 2 iterations",
+        "linear regression", "single-shot network, 3 iterations", "single-shot network, 6 iterations",
         "one-stage diffusion (fast), one sample", "one-stage diffusion (fast), mean of 2 samples",
         "one-stage diffusion, DDIM 1 step",
         "cascade, fast sampler, one sample", "cascade, fast sampler, mean of 2 samples",
@@ -46,8 +48,16 @@ def test_one_fold_at_a_toy_budget_writes_every_row(tmp_path, capsys):
     assert results["cascade, DDIM 1 step per stage"]["network_passes"] == 2
     assert results["one-stage diffusion, DDIM 1 step"]["network_passes"] == 1
     assert results["cascade, fast sampler, mean of 2 samples"]["network_passes"] == 2 * 2 * 2
-    assert set(summary["folds"][0]["ablation"]) >= {"no ICMG, no PDT", "ICMG + PDT (eps, paper)"}
+    assert set(summary["units"][0]["ablation"]) >= {"no ICMG, no PDT", "ICMG + PDT (eps, paper)"}
+    assert summary["units"][1]["ablation"] == {}  # the ablation runs for the first seed only
+    mean = summary["mean"]
+    seeded = [u["results"]["cascade, DDIM 1 step per stage"]["rmse"] for u in summary["units"]]
+    assert mean["cascade, DDIM 1 step per stage"]["rmse"] == pytest.approx(sum(seeded) / 2)
+    assert mean["cascade, DDIM 1 step per stage"]["rmse_seed_std"] == pytest.approx(abs(seeded[0] - seeded[1]) / 2 ** 0.5)
+    assert mean["cascade, DDIM 1 step per stage, ensemble of 2 seeds"]["seeds"] == 2
+    assert "single-shot network, 3 iterations, ensemble of 2 seeds" not in mean
     table = (out / "paper_protocol.md").read_text()
-    assert "| cascade, DDIM 1 step per stage |" in table and "## PDT / ICMG ablation (fold 0" in table
+    assert "| cascade, DDIM 1 step per stage |" in table and "## PDT / ICMG ablation (fold 0, seed 0" in table
+    assert "| single-shot network, 6 iterations, ensemble of 2 seeds |" in table
     assert (out / "per_band_psnr.png").stat().st_size > 10_000
     assert (out / "spectral_profiles.png").stat().st_size > 10_000

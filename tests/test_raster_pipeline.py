@@ -248,6 +248,28 @@ def test_seams(cascade, tmp_path):
         assert _jump_ratio(hard - untiled, [31], axis) > 3.0
 
 
+@pytest.mark.parametrize("sampler, steps", [("ddim", 2), ("dpmpp", 4)])
+def test_local_networks_tile_exactly(tiny_local_bundle, tmp_path, sampler, steps):
+    """A cascade of local networks (2 px of context) tiled with 16 px tiles and a 5 px overlap gives
+    the result of one pass over the whole raster, to float32 rounding; an overlap below 2 x 2 + 1
+    is refused, and without the inset blending seams would show."""
+    from engine.bundle import load_bundle
+
+    local = load_bundle(tiny_local_bundle)
+    assert local.config.context_radius == 2
+    data, transform, crs, nodata = mosaic_crop((0, 40), (0, 52))
+    src = write_rgb(tmp_path / "in.tif", data, transform, crs, nodata)
+    kw = dict(bands=(1, 2, 3), sampler=sampler, steps=steps, guidance=1.0, seed=4, pdt=(0.9, 0.8))
+    whole = run(local, src, tmp_path / "whole.tif", tile=64, overlap=5, **kw)
+    tiled = run(local, src, tmp_path / "tiled.tif", tile=16, overlap=5, **kw)
+    assert whole.tiles == 1 and tiled.tiles > 12
+    a, b = read(whole.output_path), read(tiled.output_path)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    with pytest.raises(InputError, match="overlap 4 px is too small .* at least 5 px"):
+        run(local, src, tmp_path / "narrow.tif", tile=16, overlap=4, **kw)
+    assert not (tmp_path / "narrow.tif").exists()
+
+
 def test_blender_reproduces_a_field_and_skipped_tiles_stay_empty():
     rng = np.random.default_rng(1)
     height, width, channels = 45, 70, 2

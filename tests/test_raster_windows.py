@@ -101,6 +101,54 @@ def test_weights_are_one_at_the_raster_border_and_in_tile_cores(args):
     assert cover[0, 0] == cover[-1, -1] == cover[0, -1] == cover[-1, 0] == 1
 
 
+@settings(max_examples=150, deadline=None)
+@given(grids(), st.integers(0, 8))
+def test_inset_weights_take_each_pixel_only_from_tiles_holding_its_context(args, inset):
+    """With an inset, a pixel closer than ``inset`` to a tile edge shared with a neighbour gets no
+    weight from that tile, yet every pixel keeps a total weight and a constant field is reproduced."""
+    height, width, tile, overlap = args
+    grid = tile_grid(height, width, tile, overlap)
+    acc = np.zeros((height, width))
+    wsum = np.zeros((height, width))
+    for t in grid:
+        w = grid.weights(t, inset).astype(np.float64)
+        assert w.min() >= 0 and w.max() <= 1
+        row_shared = [t.row > 0, t.row + 1 < grid.shape[0]]
+        col_shared = [t.col > 0, t.col + 1 < grid.shape[1]]
+        rows_near = np.zeros(t.height, bool)
+        cols_near = np.zeros(t.width, bool)
+        half_h, half_w = t.height // 2, t.width // 2
+        for side, shared in enumerate(row_shared):
+            if shared:
+                prev = grid.row_spans[t.row - 1] if side == 0 else None
+                nxt = grid.row_spans[t.row + 1] if side == 1 else None
+                common = (prev[0] + prev[1] - t.row_off) if side == 0 else (t.row_end - nxt[0])
+                edge = min(inset, min(max(common, 0), half_h) // 2)
+                (rows_near[:edge] if side == 0 else rows_near[t.height - edge:])[...] = True
+        for side, shared in enumerate(col_shared):
+            if shared:
+                prev = grid.col_spans[t.col - 1] if side == 0 else None
+                nxt = grid.col_spans[t.col + 1] if side == 1 else None
+                common = (prev[0] + prev[1] - t.col_off) if side == 0 else (t.col_end - nxt[0])
+                edge = min(inset, min(max(common, 0), half_w) // 2)
+                (cols_near[:edge] if side == 0 else cols_near[t.width - edge:])[...] = True
+        assert np.all(w[rows_near, :] == 0) and np.all(w[:, cols_near] == 0)
+        acc[t.slices] += 3.5 * w
+        wsum[t.slices] += w
+    assert wsum.min() > 0
+    np.testing.assert_allclose(acc / wsum, 3.5, rtol=1e-13)
+
+
+def test_inset_ramps_still_form_a_partition_of_unity():
+    grid = tile_grid(64 + 48, 64 + 48, 64, 16)
+    w0, w1 = grid.weights(grid.tile(0, 0), 6), grid.weights(grid.tile(0, 1), 6)
+    np.testing.assert_allclose(w0[10, 48:] + w1[10, :16], 1.0, atol=1e-6)
+    np.testing.assert_array_equal(w1[10, :6], 0.0)
+    np.testing.assert_array_equal(w0[10, 58:], 0.0)
+    np.testing.assert_array_equal(w0[10, 48:54], 1.0)
+    assert np.all(np.diff(w1[10, 6:10]) > 0)
+
+
 def test_neighbouring_ramps_form_a_partition_of_unity():
     ramp = raised_cosine_ramp(32)
     assert ramp.min() > 0 and ramp.max() < 1

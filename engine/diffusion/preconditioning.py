@@ -37,6 +37,10 @@ class _Preconditioned(nn.Module):
     def out_channels(self) -> int:
         return self.network.out_channels
 
+    @property
+    def training_margin(self) -> int:
+        return self.network.training_margin
+
     def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         return self.network.encode_condition(cond, t)
 

@@ -1,7 +1,7 @@
-"""A single-shot residual CNN (RGB -> all bands in one pass), the baseline the cascade must beat.
+"""A single-shot regressor (RGB -> all bands in one pass), the baseline the cascade must beat.
 
-It reuses the UNet's building blocks with a constant embedding, so the comparison with the
-diffusion stages is about the method, not about a different network family.
+It is a stage's own network with a constant input, so the comparison with the diffusion stages is
+about the method, not about a different network family.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from engine.config import UNetConfig
-from engine.model.unet import ConditionalUNet
+from engine.model import make_network
 
 
 class SingleShotCNN(nn.Module):
@@ -18,10 +18,15 @@ class SingleShotCNN(nn.Module):
 
     def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
         super().__init__()
-        self.unet = ConditionalUNet(config, out_channels, cond_channels)
+        self.unet = make_network(config, out_channels, cond_channels)
         self.out_channels = out_channels
 
-    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+    @property
+    def training_margin(self) -> int:
+        return self.unet.training_margin
+
+    def forward(self, cond: torch.Tensor, margin: int = 0) -> torch.Tensor:
+        """The estimate for ``cond`` less ``margin`` pixels of context on every side."""
         b, _, h, w = cond.shape
-        blank = cond.new_zeros(b, self.out_channels, h, w)
+        blank = cond.new_zeros(b, self.out_channels, h - 2 * margin, w - 2 * margin)
         return self.unet(blank, torch.zeros(b, dtype=torch.long, device=cond.device), cond)

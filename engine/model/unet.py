@@ -109,9 +109,9 @@ class ConditionalUNet(nn.Module):
 
     def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
         super().__init__()
-        if config.decoder_res_blocks != config.encoder_res_blocks + 1:
-            # Each decoder block consumes exactly one skip of each branch, as in improved-diffusion.
-            raise ValueError("decoder_res_blocks must equal encoder_res_blocks + 1")
+        config.validate()
+        if config.architecture != "multiscale":
+            raise ValueError(f"ConditionalUNet needs architecture 'multiscale', got '{config.architecture}'")
         self.config = config
         self.out_channels = out_channels
         self.cond_channels = cond_channels
@@ -122,7 +122,7 @@ class ConditionalUNet(nn.Module):
         self.condition_embedding = nn.Parameter(torch.zeros(emb_dim))
 
         self.input_x = nn.Conv2d(out_channels, base, 3, padding=1)
-        self.input_c = nn.Conv2d(cond_channels, base, 3, padding=1)
+        self.input_c = nn.Conv2d(cond_channels, base, config.condition_window, padding=config.condition_window // 2)
 
         self.encoder = nn.ModuleList()
         skip_channels = [base]
@@ -163,6 +163,11 @@ class ConditionalUNet(nn.Module):
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+
+    @property
+    def training_margin(self) -> int:
+        """Trains on whole crops (zero padded), so the loss covers every pixel of a crop."""
+        return 0
 
     def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> List[torch.Tensor]:
         features = [h]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.raster.windows import DEFAULT_OVERLAP, DEFAULT_TILE
+from engine.raster.windows import DEFAULT_OVERLAP
 
 
 def _bands(text: str):
@@ -23,9 +23,9 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", help="hyperspectral GeoTIFF to write (float32, one band per wavelength)")
     p.add_argument("--model", help="model bundle folder (default: the bundled model)")
     p.add_argument("--bands", default="1,2,3", help="1-based red,green,blue band numbers of the input (default 1,2,3)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                   help=f"largest tile in pixels (default {DEFAULT_TILE}, about twice the crops the bundled model "
-                        "was trained on; much larger tiles measured worse)")
+    p.add_argument("--tile", type=int,
+                   help="largest tile in pixels (default: the model's own, 64 for the bundled model; memory grows "
+                        "with its square)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}); half of it is mirrored "
                         "beyond the raster's border as context")
@@ -52,17 +52,16 @@ def run_infer(args) -> int:
 
     pdt = ("off", "off") if args.no_pdt else (tuple(args.pdt) if args.pdt else (None, None))
     bar = None
-    progress = None
     if not args.quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
 
-        def progress(fraction: float, message: str) -> None:
-            bar.n = int(round(1000 * max(0.0, min(1.0, fraction))))
-            bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
+    def show_progress(fraction: float, message: str) -> None:
+        bar.n = int(round(1000 * max(0.0, min(1.0, fraction))))
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
 
     def log(message: str) -> None:
         if bar is not None:
@@ -75,7 +74,8 @@ def run_infer(args) -> int:
             args.input, args.output, model=args.model, bands=_bands(args.bands), tile=args.tile,
             overlap=args.overlap, sampler=args.sampler, steps=args.steps, guidance=args.guidance, pdt=pdt,
             seed=args.seed, device=args.device, batch=args.batch, stage1_output=args.stage1_output,
-            uncertainty_output=args.uncertainty, samples=args.samples, progress=progress, log=log,
+            uncertainty_output=args.uncertainty, samples=args.samples,
+            progress=show_progress if bar is not None else None, log=log,
             expected_band_count=args.expect_bands,
         )
     finally:

@@ -11,13 +11,17 @@ Seamlessness
     * Progressive truncation runs with ``truncation_scope="pixel"``: its threshold comes from each
       pixel's own spectrum, which no tile border can change (the paper's per-sample quantile would
       differ between neighbouring tiles).
-    * Overlaps are blended with separable raised-cosine weights (``windows.axis_weights``).
+    * Overlaps are blended with separable raised-cosine weights (``windows.axis_weights``). For a
+      cascade of local networks (``BundleConfig.context_radius``) the blend skips each tile's pixels
+      whose context crosses its edge, so with an overlap of at least twice that radius plus one the
+      tiles join exactly: the result equals one pass over the whole raster.
     * The raster is tiled as if extended by half the overlap in mirrored pixels on every side
       (``windows.border_margin``), so its own border gets the context a seam between two tiles gets;
       without it the network's zero padding showed as a 3-4 px rim of 2-4x too bright
       near-infrared on the demo image.
-    What remains tile dependent is the network's own context (receptive field, GroupNorm statistics,
-    attention over the tile); the blending hides it, ``tests/test_raster_pipeline.py`` measures it.
+    For a multiscale network what remains tile dependent is its own context (receptive field, GroupNorm
+    statistics, attention over the tile); the blending hides it, ``tests/test_raster_pipeline.py``
+    measures it.
 
 Streaming and memory (the blending scheme)
     Tiles are processed in row-major order. Each axis is cut at every tile start and end into
@@ -56,7 +60,7 @@ from engine.config import override_sampler
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
 from engine.raster import io as rio
-from engine.raster.windows import (DEFAULT_OVERLAP, DEFAULT_TILE, Tile, TileGrid, axis_segments, border_margin,
+from engine.raster.windows import (DEFAULT_OVERLAP, Tile, TileGrid, axis_segments, border_margin,
                                    padded_size, reflect_index, reflect_pad, tile_grid)
 
 ProgressFn = Optional[Callable[[float, str], None]]
@@ -126,7 +130,9 @@ class TileBlender:
                         self.emit(r0, c0, None, valid[rs, cs])
                     else:
                         self._open_bytes -= entry[1].nbytes + entry[2].nbytes
-                        entry[1] /= entry[2]
+                        # Zero total weight only where every covering tile skipped its own edge
+                        # pixels, i.e. inside a tile without valid pixels: those are nodata anyway.
+                        np.divide(entry[1], entry[2], out=entry[1], where=entry[2] > 0)
                         self.emit(r0, c0, entry[1], valid[rs, cs])
 
     @property
@@ -252,7 +258,7 @@ def infer_raster(
     *,
     model=None,
     bands=(1, 2, 3),
-    tile: int = DEFAULT_TILE,
+    tile: Optional[int] = None,
     overlap: int = DEFAULT_OVERLAP,
     sampler: Optional[str] = None,
     steps: Optional[int] = None,
@@ -272,7 +278,8 @@ def infer_raster(
 ) -> InferenceReport:
     """Reconstruct a hyperspectral GeoTIFF from an RGB raster; see the module docstring.
 
-    ``model``: a ``Cascade``, a bundle folder, or None for the bundled default. ``sampler``, ``steps``,
+    ``model``: a ``Cascade``, a bundle folder, or None for the bundled default. ``tile`` None takes the
+    bundle's ``inference_tile``. ``sampler``, ``steps``,
     ``guidance`` and ``pdt`` entries left None take the bundle's defaults (a pdt entry "off" or False
     disables truncation for that stage). ``samples`` > 1 averages that many samples drawn with seeds
     ``seed, seed + 1, ...``; ``uncertainty_output`` then receives their per-band standard deviation
@@ -285,13 +292,10 @@ def infer_raster(
 
     # ---- checks: nothing is created until all of them pass
     try:
-        tile, overlap, samples, seed = int(tile), int(overlap), int(samples), int(seed)
+        overlap, samples, seed = int(overlap), int(samples), int(seed)
+        tile = None if tile is None else int(tile)
     except (TypeError, ValueError):
         raise InputError("tile, overlap, samples and seed must be whole numbers") from None
-    if tile < 8:
-        raise InputError(f"tile size {tile} is too small: use at least 8 (e.g. --tile 256)")
-    if not 0 <= overlap < tile // 2 + 1:
-        raise InputError(f"overlap {overlap} must lie between 0 and half the tile ({tile // 2}): e.g. --overlap 32")
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
     if uncertainty_output is not None and samples < 2:
@@ -318,6 +322,12 @@ def infer_raster(
         raise InputError(f"model '{config.name}' produces {config.band_count} bands but {int(expected_band_count)} "
                          "were expected: choose a model with that band count or drop the expectation")
     settings = sampler_settings(config, sampler, steps, guidance, pdt)
+    tile = config.inference_tile if tile is None else tile
+    if tile < 8:
+        raise InputError(f"tile size {tile} is too small: use at least 8 (e.g. --tile 256)")
+    if not 0 <= overlap < tile // 2 + 1:
+        raise InputError(f"overlap {overlap} must lie between 0 and half the tile ({tile // 2}): e.g. --overlap 32")
+    inset = config.context_radius or 0
     if batch is None:
         batch = 8 if device.startswith("cuda") else 1
     batch = int(batch)
@@ -331,8 +341,12 @@ def infer_raster(
     s1_slice = slice(n_full, n_full + n_stage1) if want_stage1 else None
     var_slice = slice(channels - n_full, channels) if want_unc else None
 
-    margin = border_margin(overlap)
+    margin = max(border_margin(overlap), inset)
     grid = tile_grid(info.height + 2 * margin, info.width + 2 * margin, tile, overlap)
+    if inset and len(grid) > 1 and overlap < 2 * inset + 1:
+        raise InputError(f"overlap {overlap} px is too small for model '{config.name}', whose output at a pixel "
+                         f"depends on {inset} px of context on each side: use an overlap of at least "
+                         f"{2 * inset + 1} px (e.g. --overlap 16) so that tiles join exactly")
     multiple = config.size_multiple
     tile_h, tile_w = grid.row_spans[0][1], grid.col_spans[0][1]
     # Tiles are padded (by reflection) to a multiple of the network's downsampling factor, and to
@@ -435,7 +449,7 @@ def infer_raster(
                 results = runner.run([(t.row_off - margin, t.col_off - margin, x) for t, x, _ in pending],
                                      lambda f: report(f, len(pending)))
                 for (t, _, ok), values in zip(pending, results):
-                    blender.add(t, values, grid.weights(t), ok)
+                    blender.add(t, values, grid.weights(t, inset), ok)
                 done[0] += len(pending)
                 pending.clear()
                 del results

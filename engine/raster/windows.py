@@ -16,10 +16,16 @@ overlap by at least ``overlap`` pixels. Along each axis the grid is the product 
 *Blend weights* are separable: along an axis, a tile's weight rises as a raised-cosine ramp across
 the part it shares with its previous neighbour, is 1 in its interior, and falls across the part it
 shares with its next neighbour. At the raster border there is no ramp, so the weight there is 1,
-and a ramp never reaches 0 (its samples sit at half-pixel positions), so normalising the
-accumulated weighted values by the accumulated weight is always defined. Where two neighbours
-overlap by exactly the ramp width the two ramps sum to 1 (a partition of unity); elsewhere the
+and a ramp never reaches 0 (its samples sit at half-pixel positions). Where two neighbours overlap
+by exactly the ramp width the two ramps sum to 1 (a partition of unity); elsewhere the
 normalisation does it.
+
+With an ``inset`` (a network whose output at a pixel depends on a bounded window, the local UNet),
+a tile's ``inset`` pixels next to a neighbour get weight 0, the neighbour's matching pixels weight
+1, and the ramp spans the rest of the shared part: every pixel then takes its value only from tiles
+in which its whole context lies, so an overlap of at least ``2 * inset + 1`` joins tiles exactly
+(the result equals one pass over the whole raster). A zero-weight pixel always lies inside a
+neighbour that has weight 1 there.
 """
 
 from __future__ import annotations
@@ -31,10 +37,6 @@ from typing import Iterator, List, Sequence, Tuple
 import numpy as np
 
 Span = Tuple[int, int]  # (start, length) along one axis
-# Tiles near twice the training crop (32 px for the bundled model): the network's GroupNorm and
-# attention statistics drift with the input's extent, and on the Houston scene 64 px tiles measured
-# RMSE 2757 against 3840 for one 288 px tile (docs/tiling.md).
-DEFAULT_TILE = 64
 DEFAULT_OVERLAP = 16  # pixels shared by neighbouring tiles unless the caller asks otherwise
 
 
@@ -105,9 +107,9 @@ class TileGrid:
             for j in range(len(self.col_spans)):
                 yield self.tile(i, j)
 
-    def weights(self, tile: Tile) -> np.ndarray:
+    def weights(self, tile: Tile, inset: int = 0) -> np.ndarray:
         """The tile's (height, width) float32 blend weights."""
-        return tile_weights(self.row_spans, tile.row, self.col_spans, tile.col)
+        return tile_weights(self.row_spans, tile.row, self.col_spans, tile.col, inset)
 
 
 def tile_grid(height: int, width: int, tile: int, overlap: int) -> TileGrid:
@@ -126,31 +128,40 @@ def raised_cosine_ramp(width: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / width)
 
 
-def axis_weights(spans: Sequence[Span], index: int) -> np.ndarray:
+def _side(shared: int, inset: int) -> Tuple[int, np.ndarray]:
+    """Zero-weight pixels at the tile edge and the rising ramp after them, for a shared part."""
+    edge = min(inset, shared // 2)
+    return edge, raised_cosine_ramp(shared - 2 * edge)
+
+
+def axis_weights(spans: Sequence[Span], index: int, inset: int = 0) -> np.ndarray:
     """The 1-D blend weights (float64) of span ``index`` along an axis tiled by ``spans``.
 
     The ramp on each side spans the overlap with that neighbour, capped at half the tile so the
     rising and the falling ramp never meet; a side without neighbour (the raster border) has none.
+    ``inset`` pixels at an edge shared with a neighbour weigh 0 (see the module docstring).
     """
     start, length = spans[index]
     w = np.ones(length, dtype=np.float64)
     half = length // 2
     if index > 0:
         prev_start, prev_len = spans[index - 1]
-        ramp = min(max(prev_start + prev_len - start, 0), half)
-        w[:ramp] *= raised_cosine_ramp(ramp)
+        edge, ramp = _side(min(max(prev_start + prev_len - start, 0), half), inset)
+        w[:edge] = 0.0
+        w[edge:edge + ramp.size] *= ramp
     if index + 1 < len(spans):
         next_start = spans[index + 1][0]
-        ramp = min(max(start + length - next_start, 0), half)
-        if ramp:
-            w[length - ramp:] *= raised_cosine_ramp(ramp)[::-1]
+        edge, ramp = _side(min(max(start + length - next_start, 0), half), inset)
+        w[length - edge:] = 0.0
+        w[length - edge - ramp.size:length - edge] *= ramp[::-1]
     return w
 
 
-def tile_weights(row_spans: Sequence[Span], row: int, col_spans: Sequence[Span], col: int) -> np.ndarray:
+def tile_weights(row_spans: Sequence[Span], row: int, col_spans: Sequence[Span], col: int,
+                 inset: int = 0) -> np.ndarray:
     """Separable 2-D weights (float32) of tile (row, col)."""
-    wr = axis_weights(row_spans, row)
-    wc = axis_weights(col_spans, col)
+    wr = axis_weights(row_spans, row, inset)
+    wc = axis_weights(col_spans, col, inset)
     return np.outer(wr, wc).astype(np.float32)
 
 

@@ -19,8 +19,9 @@ from qgis.PyQt.QtCore import QVariant
 from .. import engine_bridge as bridge
 
 # (label shown in QGIS, engine sampler name or None for the bundle's own); index 0 is the default.
+_BUNDLED = bridge.default_sampler_label()
 SAMPLERS = (
-    ("The model's default (bundled model: DDIM, 2 steps)", None),
+    (f"The model's default (bundled model: {_BUNDLED})" if _BUNDLED else "The model's default", None),
     ("DDIM with STEPS steps (1-2 steps: the conditional-mean estimate)", "ddim"),
     ("DPM-Solver++(2M) with STEPS steps (a sample of the distribution)", "dpmpp"),
     ("Paper: DDPM ancestral sampling over all 1000 steps (slow)", "ddpm"),
@@ -60,8 +61,8 @@ def add_model_parameters(alg) -> None:
         f"Empty means the model shipped with the plugin ({bridge.DEFAULT_MODEL})."))
     alg.addParameter(_with_help(
         QgsProcessingParameterEnum("SAMPLER", "Sampler", options=[label for label, _ in SAMPLERS], defaultValue=0),
-        "The model's default: the sampler and steps stored with the model (the bundled model: DDIM with 2 "
-        "steps, which measured the lowest error). DDIM with 1-2 steps returns almost the model's "
+        "The model's default: the sampler and steps stored with the model (for the bundled model the one "
+        "that measured the lowest error). DDIM with 1-2 steps returns almost the model's "
         "conditional mean, the most accurate estimate. DPM-Solver++ with 10 or more steps draws a sample: "
         "sharper detail, more error, and the spread that SAMPLES >= 2 turns into an uncertainty. Paper: "
         "the paper's DDPM ancestral sampler over all 1000 diffusion steps; about 1000 / STEPS times slower."))
@@ -88,16 +89,20 @@ def add_model_parameters(alg) -> None:
                                      defaultValue=0, minValue=0),
         "The same seed, model and settings give the same result, whatever the tiling."))
     alg.addParameter(_advanced(
-        QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
-                                     defaultValue=64, minValue=8, maxValue=8192),
-        "The raster is processed in tiles of at most this size; memory grows with its square. The default, "
-        "about twice the crops the bundled model was trained on, measured the lowest error: the network's "
-        "statistics drift on much larger tiles (one 288 px tile: 39 % more RMSE on the Houston scene)."))
+        QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels, empty: the model's default)",
+                                     QgsProcessingParameterNumber.Integer, optional=True, minValue=8, maxValue=8192),
+        "The raster is processed in tiles of at most this size; memory grows with its square. Empty takes the "
+        "size stored with the model. For the bundled model (a multiscale network) that is 64, about twice its "
+        "training crops, which measured the lowest error (one 288 px tile: 39 % more RMSE on the Houston scene). "
+        "A model of local networks (whose output at a pixel depends only on a small window around it) gives the "
+        "same result at any tile size, so larger tiles only save overlap work."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
                                      defaultValue=16, minValue=0, maxValue=4096),
         "Neighbouring tiles overlap by this many pixels and are blended there (at most half the tile size); "
-        "half of it is mirrored beyond the raster's border as context for the edge pixels."))
+        "half of it is mirrored beyond the raster's border as context for the edge pixels. For a model of local "
+        "networks an overlap of at least twice their context plus one joins the tiles exactly (the run says so "
+        "when it is smaller)."))
     device = QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue="auto")
     device.setUsesStaticStrings(True)
     alg.addParameter(_advanced(device, "auto: the first CUDA GPU if torch sees one, else the CPU."))
@@ -142,7 +147,7 @@ def inference_arguments(alg, parameters, context) -> dict:
         guidance=optional_double(alg, parameters, "GUIDANCE", context),
         pdt=tuple(pdt),
         seed=alg.parameterAsInt(parameters, "SEED", context),
-        tile=alg.parameterAsInt(parameters, "TILE_SIZE", context),
+        tile=optional_int(alg, parameters, "TILE_SIZE", context),
         overlap=alg.parameterAsInt(parameters, "OVERLAP", context),
         device=alg.parameterAsEnumString(parameters, "DEVICE", context) or "auto",
     )

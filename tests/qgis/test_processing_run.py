@@ -51,8 +51,8 @@ def test_optional_outputs_and_the_paper_sampler_settings_reach_the_engine(run_al
 
 
 def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
-    """SAMPLER 3 is the paper's DDPM; unset optional numbers and the default SAMPLER stay None (the
-    bundle's defaults). Checked on the arguments, because DDPM's 1000 steps take minutes even with
+    """SAMPLER 3 is the paper's DDPM; unset optional numbers (TILE_SIZE among them) and the default
+    SAMPLER stay None (the bundle's defaults). Checked on the arguments, because DDPM's 1000 steps take minutes even with
     the tiny model."""
     from qgis.core import QgsApplication, QgsProcessingContext
 
@@ -64,7 +64,8 @@ def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
     arguments = inference_arguments(alg, {**base, "SAMPLER": 3, "MODEL": "/some/bundle", "DEVICE": "cpu",
                                           "RED": 3, "GREEN": 2, "BLUE": 1, "PDT_STAGE1": 0.5}, context)
     assert arguments == dict(model="/some/bundle", bands=(3, 2, 1), sampler="ddpm", steps=None, guidance=None,
-                             pdt=(0.5, None), seed=0, tile=64, overlap=16, device="cpu")
+                             pdt=(0.5, None), seed=0, tile=None, overlap=16, device="cpu")
+    assert inference_arguments(alg, {**base, "TILE_SIZE": 128}, context)["tile"] == 128
     defaults = inference_arguments(alg, base, context)
     assert defaults["sampler"] is None and defaults["bands"] == (1, 2, 3) and defaults["device"] == "auto"
     assert defaults["model"].endswith("resources/models/scdm-default")

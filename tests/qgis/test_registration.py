@@ -58,6 +58,10 @@ def test_parameters_defaults_and_advanced_flags(scdm_plugin):
     assert definition("SAMPLER").defaultValue() == 0
     options = [o.lower() for o in definition("SAMPLER").options()]
     assert "default" in options[0] and "ddim" in options[1] and "dpm-solver" in options[2] and "ddpm" in options[3]
+    # The first option names the bundled model's own sampler, read from its config.json.
+    assert "bundled model: ddim, 2 steps" in options[0]
+    assert definition("TILE_SIZE").defaultValue() is None and definition("TILE_SIZE").flags() & \
+        QgsProcessingParameterDefinition.FlagOptional
     assert definition("DEVICE").options() == ["auto", "cpu", "cuda"]
     assert definition("DEVICE").defaultValue() == "auto"
     advanced = {p.name() for p in alg.parameterDefinitions()
