@@ -59,15 +59,16 @@ def linear_regression(train_cubes, test_rgb):
 
 
 def train_cnn(config, data, spec, device, table, test_rgb, snapshots=()):
-    """Single-shot regressor: the stages' network with a constant input, the same linear baseline as
-    the diffusion stages (it learns the residual), the same crops, batch and EMA; loss MSE +
+    """Single-shot regressor: stage 1's network (its RGB window, the one the one-stage diffusion uses)
+    with a constant input, the same linear baseline as the diffusion stages (it learns the residual),
+    the same crops, batch and EMA; loss MSE +
     lambda * (1 - cos) on the output. Returns its estimate of ``test_rgb`` after ``spec["iterations"]``
     and after each iteration count in ``snapshots`` ({iterations: estimate})."""
     from engine.diffusion.ema import EMA
     from engine.diffusion.losses import spectral_angle_loss
 
     torch.manual_seed(spec["seed"])
-    net = SingleShotCNN(config.stage2.unet, config.band_count, 3).to(device).train()
+    net = SingleShotCNN(config.stage1.unet, config.band_count, 3).to(device).train()
     margin = net.training_margin
     check_crop(spec, margin)
     ema = EMA(net, spec["ema_decay"])
