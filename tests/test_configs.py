@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import REPO_ROOT
+from engine.data import SHARED_DATA
 from engine.cascade import Cascade
 from engine.train import bundle_config_from_spec, check_crop, load_training_config
 
