@@ -11,8 +11,8 @@ Why: with three 64 x 64 training quadrants (the paper protocol) a multiscale UNe
 GroupNorm statistics and attention learn the training scenes' layout instead of the colour-to-spectrum
 map, and its output changes with the tile size. A local network is exactly size-invariant (tiles
 join without any seam beyond blending), and it trains on many independent windows per step rather
-than a few large crops; on the paper protocol it more than halves the error of the multiscale UNet
-at the same wall time (docs/paper-protocol).
+than a few large crops; on the paper protocol it lowers every learned row's error against the
+multiscale UNet (docs/paper-protocol against docs/paper-protocol/multiscale-3000).
 
 Per-pixel layers are ``nn.Linear`` on channels-last tensors: on a CPU a linear layer over a batch of
 pixels is about three times faster than the equivalent 1 x 1 convolution on (B, C, 1, 1) windows.
