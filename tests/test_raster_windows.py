@@ -101,6 +101,23 @@ def test_weights_are_one_at_the_raster_border_and_in_tile_cores(args):
     assert cover[0, 0] == cover[-1, -1] == cover[0, -1] == cover[-1, 0] == 1
 
 
+def _within_inset_of_shared_edges(spans, index, inset):
+    """Pixels of span ``index`` closer than ``inset`` to an edge it shares with a neighbour (the
+    inset shrinks, as the ramp does, where the overlap is narrow)."""
+    start, length = spans[index]
+    near = np.zeros(length, bool)
+    if index > 0:
+        prev_start, prev_length = spans[index - 1]
+        common = prev_start + prev_length - start
+        edge = min(inset, min(max(common, 0), length // 2) // 2)
+        near[:edge] = True
+    if index + 1 < len(spans):
+        common = start + length - spans[index + 1][0]
+        edge = min(inset, min(max(common, 0), length // 2) // 2)
+        near[length - edge:] = True
+    return near
+
+
 @settings(max_examples=150, deadline=None)
 @given(grids(), st.integers(0, 8))
 def test_inset_weights_take_each_pixel_only_from_tiles_holding_its_context(args, inset):
@@ -113,25 +130,8 @@ def test_inset_weights_take_each_pixel_only_from_tiles_holding_its_context(args,
     for t in grid:
         w = grid.weights(t, inset).astype(np.float64)
         assert w.min() >= 0 and w.max() <= 1
-        row_shared = [t.row > 0, t.row + 1 < grid.shape[0]]
-        col_shared = [t.col > 0, t.col + 1 < grid.shape[1]]
-        rows_near = np.zeros(t.height, bool)
-        cols_near = np.zeros(t.width, bool)
-        half_h, half_w = t.height // 2, t.width // 2
-        for side, shared in enumerate(row_shared):
-            if shared:
-                prev = grid.row_spans[t.row - 1] if side == 0 else None
-                nxt = grid.row_spans[t.row + 1] if side == 1 else None
-                common = (prev[0] + prev[1] - t.row_off) if side == 0 else (t.row_end - nxt[0])
-                edge = min(inset, min(max(common, 0), half_h) // 2)
-                (rows_near[:edge] if side == 0 else rows_near[t.height - edge:])[...] = True
-        for side, shared in enumerate(col_shared):
-            if shared:
-                prev = grid.col_spans[t.col - 1] if side == 0 else None
-                nxt = grid.col_spans[t.col + 1] if side == 1 else None
-                common = (prev[0] + prev[1] - t.col_off) if side == 0 else (t.col_end - nxt[0])
-                edge = min(inset, min(max(common, 0), half_w) // 2)
-                (cols_near[:edge] if side == 0 else cols_near[t.width - edge:])[...] = True
+        rows_near = _within_inset_of_shared_edges(grid.row_spans, t.row, inset)
+        cols_near = _within_inset_of_shared_edges(grid.col_spans, t.col, inset)
         assert np.all(w[rows_near, :] == 0) and np.all(w[:, cols_near] == 0)
         acc[t.slices] += 3.5 * w
         wsum[t.slices] += w

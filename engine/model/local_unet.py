@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import UNetConfig
-from engine.model.unet import timestep_embedding
+from engine.model.unet import TwoBranchUNet
 
 
 class PixelResBlock(nn.Module):
@@ -51,7 +51,7 @@ class PixelResBlock(nn.Module):
         return self.skip(x) + self.outer(self.dropout(F.silu(h)))
 
 
-class LocalUNet(nn.Module):
+class LocalUNet(TwoBranchUNet):
     """eps_theta(x_t, t, c) whose output at a pixel sees a ``condition_window``-pixel window of c.
 
     The condition may be passed with a margin of context around x_t's extent (``cond`` larger than
@@ -60,23 +60,15 @@ class LocalUNet(nn.Module):
     with the full margin, so no pixel it learns from sees mirrored context.
     """
 
+    architecture = "local"
+
     def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
-        super().__init__()
-        config.validate()
-        if config.architecture != "local":
-            raise ValueError(f"LocalUNet needs architecture 'local', got '{config.architecture}'")
-        self.config = config
-        self.out_channels = out_channels
-        self.cond_channels = cond_channels
-        width = config.base_channels * config.channel_multipliers[0]
         # Training batches are single pixels, each at its own noise level, so the embedding is
         # projected per pixel: at the multiscale UNet's 4 x width its FiLM layers would cost more
         # than the blocks themselves.
         emb_dim = config.base_channels
-        self.time_embed = nn.Sequential(nn.Linear(config.base_channels, emb_dim), nn.SiLU(),
-                                        nn.Linear(emb_dim, emb_dim))
-        # Stands in for the time embedding in a time-free condition branch.
-        self.condition_embedding = nn.Parameter(torch.zeros(emb_dim))
+        super().__init__(config, out_channels, cond_channels, emb_dim)
+        width = config.base_channels * config.channel_multipliers[0]
         self.input_x = nn.Linear(out_channels, width)
         self.input_c = nn.Conv2d(cond_channels, width, config.condition_window)
         self.encoder = nn.ModuleList(PixelResBlock(width, width, emb_dim, config.dropout)
@@ -99,16 +91,6 @@ class LocalUNet(nn.Module):
         """Training windows carry the whole context: the target is the window less this margin."""
         return self.context_radius
 
-    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        return self.time_embed(timestep_embedding(t, self.config.base_channels))
-
-    def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> List[torch.Tensor]:
-        features = [h]
-        for block in self.encoder:
-            h = block(h, emb)
-            features.append(h)
-        return features
-
     def _window_context(self, cond: torch.Tensor, margin: int) -> torch.Tensor:
         missing = self.context_radius - margin
         if missing < 0:
@@ -124,33 +106,18 @@ class LocalUNet(nn.Module):
                          margin: int = 0) -> List[torch.Tensor]:
         """Channels-last features of the condition branch; ``margin`` px of context surround the
         output extent. ``t`` is needed only when the branch sees time."""
-        if self.config.condition_uses_time:
-            if t is None:
-                raise ValueError("this network's condition branch depends on t: pass t")
-            emb = self.time_embedding(t)
-        else:
-            emb = self.condition_embedding.expand(cond.shape[0], -1)
         h = self.input_c(self._window_context(cond, margin)).permute(0, 2, 3, 1)
-        return self._encode(h, emb)
+        return self._encode(h, self.condition_branch_embedding(t, cond.shape[0]))
 
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        cond: Optional[torch.Tensor] = None,
-        cond_features: Optional[List[torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        if t.ndim == 0:
-            t = t.expand(x_t.shape[0])
-        emb = self.time_embedding(t)
-        if cond_features is None:
-            if cond is None:
-                raise ValueError("pass the condition image or its precomputed features")
-            margin = (cond.shape[-1] - x_t.shape[-1]) // 2
-            if cond.shape[-2] - x_t.shape[-2] != 2 * margin or margin < 0:
-                raise ValueError(f"condition {tuple(cond.shape[-2:])} and x_t {tuple(x_t.shape[-2:])} must have "
-                                 "the same size or differ by the same margin on every side")
-            cond_features = self.encode_condition(cond, t, margin)
+    def _condition_features_for(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> List[torch.Tensor]:
+        """The condition may carry a margin of context around x_t's extent."""
+        margin = (cond.shape[-1] - x_t.shape[-1]) // 2
+        if cond.shape[-2] - x_t.shape[-2] != 2 * margin or margin < 0:
+            raise ValueError(f"condition {tuple(cond.shape[-2:])} and x_t {tuple(x_t.shape[-2:])} must have "
+                             "the same size or differ by the same margin on every side")
+        return self.encode_condition(cond, t, margin)
+
+    def _decode(self, x_t: torch.Tensor, emb: torch.Tensor, cond_features: List[torch.Tensor]) -> torch.Tensor:
         x_features = self._encode(self.input_x(x_t.permute(0, 2, 3, 1)), emb)
         c_skips = list(cond_features)
         h = torch.cat([x_features[-1], c_skips[-1]], dim=-1)

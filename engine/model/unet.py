@@ -104,22 +104,74 @@ class Level(nn.Module):
         return x
 
 
-class ConditionalUNet(nn.Module):
-    """eps_theta(x_t, t, c): predicts the noise in ``x_t`` given the image condition ``c``."""
+class TwoBranchUNet(nn.Module):
+    """What both SCDM UNets share (Section III-B-1): the time embedding, the condition branch's
+    embedding (time, or a learned constant in a time-free branch) and the encoder that the noisy
+    image and the condition run through in turn, and the call that takes either the condition image
+    or its cached features. Subclasses build ``encoder`` and the rest, and define how condition
+    features are made for an ``x_t`` (``_condition_features_for``) and how both feature stacks are
+    decoded (``_decode``)."""
 
-    def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
+    architecture = ""
+
+    def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int, emb_dim: int):
         super().__init__()
         config.validate()
-        if config.architecture != "multiscale":
-            raise ValueError(f"ConditionalUNet needs architecture 'multiscale', got '{config.architecture}'")
+        if config.architecture != self.architecture:
+            raise ValueError(f"{type(self).__name__} needs architecture '{self.architecture}', "
+                             f"got '{config.architecture}'")
         self.config = config
         self.out_channels = out_channels
         self.cond_channels = cond_channels
         base = config.base_channels
-        emb_dim = 4 * base
         self.time_embed = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Stands in for the time embedding in a time-free condition branch.
         self.condition_embedding = nn.Parameter(torch.zeros(emb_dim))
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        return self.time_embed(timestep_embedding(t, self.config.base_channels))
+
+    def condition_branch_embedding(self, t: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+        """The embedding the condition branch's blocks see; ``t`` is needed only when it sees time."""
+        if self.config.condition_uses_time:
+            if t is None:
+                raise ValueError("this network's condition branch depends on t: pass t")
+            return self.time_embedding(t)
+        return self.condition_embedding.expand(batch, -1)
+
+    def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> List[torch.Tensor]:
+        features = [h]
+        for block in self.encoder:
+            h = block(h, emb)
+            features.append(h)
+        return features
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: Optional[torch.Tensor] = None,
+        cond_features: Optional[List[torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """The prediction for ``x_t`` at ``t``, from the condition image or its cached features."""
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        if cond_features is None:
+            if cond is None:
+                raise ValueError("pass the condition image or its precomputed features")
+            cond_features = self._condition_features_for(x_t, cond, t)
+        return self._decode(x_t, self.time_embedding(t), cond_features)
+
+
+class ConditionalUNet(TwoBranchUNet):
+    """eps_theta(x_t, t, c): predicts the noise in ``x_t`` given the image condition ``c``."""
+
+    architecture = "multiscale"
+
+    def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
+        base = config.base_channels
+        emb_dim = 4 * base
+        super().__init__(config, out_channels, cond_channels, emb_dim)
 
         self.input_x = nn.Conv2d(out_channels, base, 3, padding=1)
         self.input_c = nn.Conv2d(cond_channels, base, config.condition_window, padding=config.condition_window // 2)
@@ -169,40 +221,14 @@ class ConditionalUNet(nn.Module):
         """Trains on whole crops (zero padded), so the loss covers every pixel of a crop."""
         return 0
 
-    def _encode(self, h: torch.Tensor, emb: torch.Tensor) -> List[torch.Tensor]:
-        features = [h]
-        for level in self.encoder:
-            h = level(h, emb)
-            features.append(h)
-        return features
-
-    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
-        return self.time_embed(timestep_embedding(t, self.config.base_channels))
-
     def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """Features of the condition branch; ``t`` is needed only when the branch sees time."""
-        if self.config.condition_uses_time:
-            if t is None:
-                raise ValueError("this network's condition branch depends on t: pass t")
-            emb = self.time_embedding(t)
-        else:
-            emb = self.condition_embedding.expand(cond.shape[0], -1)
-        return self._encode(self.input_c(cond), emb)
+        return self._encode(self.input_c(cond), self.condition_branch_embedding(t, cond.shape[0]))
 
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        cond: Optional[torch.Tensor] = None,
-        cond_features: Optional[List[torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        if t.ndim == 0:
-            t = t.expand(x_t.shape[0])
-        emb = self.time_embedding(t)
-        if cond_features is None:
-            if cond is None:
-                raise ValueError("pass the condition image or its precomputed features")
-            cond_features = self.encode_condition(cond, t)
+    def _condition_features_for(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> List[torch.Tensor]:
+        return self.encode_condition(cond, t)
+
+    def _decode(self, x_t: torch.Tensor, emb: torch.Tensor, cond_features: List[torch.Tensor]) -> torch.Tensor:
         x_features = self._encode(self.input_x(x_t), emb)
         h = self.middle(torch.cat([x_features[-1], cond_features[-1]], dim=1), emb)
         x_skips, c_skips = list(x_features), list(cond_features)
