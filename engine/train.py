@@ -204,6 +204,11 @@ def inner(tensor: torch.Tensor, margin: int) -> torch.Tensor:
     return tensor[..., margin:tensor.shape[-2] - margin, margin:tensor.shape[-1] - margin]
 
 
+def training_crop(spec: dict, stage: int) -> int:
+    """A stage's training crop: stage 2 may train on crops of its own network's window."""
+    return (spec["stage2_crop"] or spec["crop"]) if stage == 2 else spec["crop"]
+
+
 def check_crop(spec: dict, margin: int) -> None:
     if spec["crop"] <= 2 * margin:
         raise InputError(f"crop {spec['crop']} px leaves no target pixel inside the network's {margin}-px context "
@@ -305,12 +310,12 @@ def train(config_path, resume: bool = False, seed: Optional[int] = None, iterati
     started = time.time()
     summaries = {}
     for stage in spec["stages"]:
-        stage_spec = {**spec, "crop": spec["stage2_crop"] or spec["crop"]} if stage == 2 else spec
+        stage_spec = {**spec, "crop": training_crop(spec, stage)}
         summaries[f"stage{stage}"] = train_stage(stage, cascade, data, stage_spec, device, output, show_progress)
     training = {
         "scenes": data.summary(),
         "iterations": spec["iterations"], "batch_size": spec["batch_size"], "crop": spec["crop"],
-        "stage2_crop": spec["stage2_crop"] or spec["crop"], "ema_decay": spec["ema_decay"],
+        "stage2_crop": training_crop(spec, 2), "ema_decay": spec["ema_decay"],
         "learning_rate": spec["learning_rate"], "seed": spec["seed"], "device": device,
         "stages_trained": spec["stages"], "seconds": round(time.time() - started, 1),
         "loss": {k: {"first": v["loss_first"], "last": v["loss_last"]} for k, v in summaries.items()},

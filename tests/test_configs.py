@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO_ROOT
 from engine.data import SHARED_DATA
 from engine.cascade import Cascade
-from engine.train import bundle_config_from_spec, check_crop, load_training_config
+from engine.train import bundle_config_from_spec, check_crop, load_training_config, training_crop
 
 RECIPES = sorted((REPO_ROOT / "configs").glob("*.json"))
 
@@ -26,9 +26,8 @@ def test_recipe_builds_its_cascade(recipe: Path):
     if config.context_radius is not None:
         assert config.inference_tile > 2 * config.context_radius, "the default tile must keep pixels outside its seam margin"
     cascade = Cascade(config, device="cpu")
-    crops = {1: spec["crop"], 2: spec["stage2_crop"] or spec["crop"]}
     for stage in spec["stages"]:
-        check_crop({**spec, "crop": crops[stage]}, cascade.model(stage).training_margin)
+        check_crop({**spec, "crop": training_crop(spec, stage)}, cascade.model(stage).training_margin)
     if SHARED_DATA.is_dir():
         missing = [str(s["path"]) for s in spec["scenes"] if not Path(s["path"]).exists()]
         assert not missing, f"{recipe.name} names scenes that do not exist: {missing}"

@@ -10,7 +10,6 @@ __all__ = ["ConditionalUNet", "LocalUNet", "make_network"]
 
 
 def make_network(config: UNetConfig, out_channels: int, cond_channels: int) -> nn.Module:
-    """The noise-prediction network a UNet config describes."""
-    config.validate()
+    """The noise-prediction network a UNet config describes (its constructor validates the config)."""
     network = LocalUNet if config.architecture == "local" else ConditionalUNet
     return network(config, out_channels, cond_channels)
