@@ -3,6 +3,7 @@ intervals from the RGB, stage 2 all N bands conditioned on stage 1 (Section III-
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -14,9 +15,8 @@ from engine.config import BundleConfig, SamplerConfig
 from engine.diffusion.guidance import noise_predictor
 from engine.diffusion.noise import NoiseSource
 from engine.diffusion.preconditioning import make_denoiser
-from engine.diffusion.samplers import run_sampler, sampler_timesteps
+from engine.diffusion.samplers import SampleResult, SamplingOptions, sample, sampler_timesteps
 from engine.diffusion.schedule import NoiseSchedule
-from engine.diffusion.truncation import ProgressiveTruncation
 from engine.model import make_network
 
 
@@ -98,20 +98,16 @@ class Cascade:
     @torch.no_grad()
     def sample_stage(self, stage: int, cond: torch.Tensor, settings: SamplerConfig, noise: NoiseSource,
                      on_step: Optional[Callable[[int, int], None]] = None,
-                     cancel: Optional[Callable[[], bool]] = None):
+                     cancel: Optional[Callable[[], bool]] = None) -> SampleResult:
         model = self.denoiser(stage)
         predictor = noise_predictor(model, cond, settings.guidance)
-        truncation = ProgressiveTruncation(settings.truncation_target, settings.pdt_for_stage(stage),
-                                           self.schedule.num_timesteps, settings.truncation_scope)
+        options = SamplingOptions.for_stage(settings, stage, self.schedule.num_timesteps,
+                                            self.stage_config(stage).x0_limit)
         shape = (cond.shape[0], model.out_channels, cond.shape[2], cond.shape[3])
-        result = run_sampler(settings.name, predictor, self.schedule, shape,
-                             lambda step, shp: noise.draw(stage, step, shp, cond.device),
-                             settings.steps, truncation, settings.eta, on_step, cancel,
-                             self.stage_config(stage).x0_limit)
+        result = sample(predictor, self.schedule, shape, lambda step, shp: noise.draw(stage, step, shp, cond.device),
+                        options, on_step=on_step, cancel=cancel)
         base = self.baseline(stage, cond)
-        if base is not None:
-            result.x0 = result.x0 + base
-        return result
+        return result if base is None else dataclasses.replace(result, x0=result.x0 + base)
 
     def steps_per_stage(self, settings: SamplerConfig) -> int:
         return len(sampler_timesteps(settings.name, self.schedule, settings.steps))

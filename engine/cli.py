@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Dict, Mapping
 
+from engine.diffusion import sampler_catalog
 from engine.errors import EngineError
 
 
 def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="default: the bundle's")
-    p.add_argument("--steps", type=int, help="network evaluations per stage for ddim/dpmpp")
+    p.add_argument("--sampler", choices=sampler_catalog.names(),
+                   help=f"{sampler_catalog.help_text()} (default: the bundle's)")
+    p.add_argument("--steps", type=int,
+                   help="network evaluations per stage (default: the bundle's; a sampler over all steps ignores it)")
     p.add_argument("--guidance", type=float, help="ICMG weight s (0 turns guidance off)")
     p.add_argument("--pdt", type=float, nargs=2, metavar=("P1", "P2"), help="PDT p_T of stages 1 and 2")
     p.add_argument("--no-pdt", action="store_true", help="turn progressive dynamic truncation off")
@@ -44,7 +48,7 @@ def _region(text):
         r0, r1 = (int(v) for v in rows.split(":"))
         c0, c1 = (int(v) for v in cols.split(":"))
     except ValueError:
-        raise EngineError(f"--region {text!r}: use ROW0:ROW1,COL0:COL1") from None
+        raise EngineError(f"cannot read {text!r}: use ROW0:ROW1,COL0:COL1", parameter="region") from None
     return (r0, r1), (c0, c1)
 
 
@@ -130,7 +134,7 @@ def cmd_bench(args) -> int:
         if cascade.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        rows.append({"sampler": name, "steps": settings.steps if name != "ddpm" else cascade.schedule.num_timesteps,
+        rows.append({"sampler": name, "steps": cascade.steps_per_stage(settings),
                      "nfe": out.nfe, "network_passes": out.network_passes, "seconds": round(seconds, 3),
                      "seconds_per_megapixel": round(seconds / megapixels, 2)})
         r = rows[-1]
@@ -186,7 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("infer", help="spectral super-resolution of a georeferenced RGB raster")
     raster_cli.add_infer_arguments(p)
     p.set_defaults(func=raster_cli.run_infer)
+    for command in sub.choices.values():
+        command.set_defaults(setting_flags=setting_flags(command))
     return parser
+
+
+def setting_flags(command: argparse.ArgumentParser) -> Dict[str, str]:
+    """{setting: the flag that sets it} of one subcommand. An argument's ``dest`` is the setting's
+    name (the ``InferenceSettings`` field, or e.g. ``region``); a positional argument is named by it."""
+    return {action.dest: (action.option_strings or [action.dest])[0] for action in command._actions}
+
+
+def error_message(exc: EngineError, flags: Mapping[str, str]) -> str:
+    """How the command line shows an engine error: the flag that set ``exc.parameter`` in front
+    ("--overlap: overlap 32 must ..."); the message alone for an error about no flag of this command."""
+    flag = flags.get(exc.parameter)
+    return f"{flag}: {exc}" if flag else str(exc)
 
 
 def main(argv=None) -> int:
@@ -194,7 +213,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc, args.setting_flags)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,63 +1,224 @@
-"""Typed configuration of a model bundle, saved as JSON beside the weights.
+"""Typed configuration of a model bundle, saved as JSON beside the weights, and the strict loader
+that every config (a bundle's and a training run's) is read with.
 
-Every dataclass round-trips through ``to_dict`` / ``from_dict``; ``from_dict`` refuses unknown or
-missing fields so a foreign or damaged ``config.json`` fails loudly instead of loading half a model.
+Every dataclass round-trips through ``to_dict`` / ``from_dict``. ``from_dict`` refuses unknown or
+missing fields and values of the wrong type, so a foreign or damaged ``config.json`` fails loudly
+instead of loading half a model. How a field is read comes from its type hint: a dataclass field
+is loaded recursively, a tuple from a JSON list, a ``Literal`` is a choice, a ``Path`` is resolved
+against the config file's folder. Choices are checked in one place, ``check_choice``, both when a
+config is loaded and when one is made in code (``StrictConfig.__post_init__``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from engine.diffusion import sampler_catalog
+from engine.errors import InputError
+
 FORMAT_VERSION = 1
 
+Parameterisation = Literal["eps", "edm"]
+# What a stage is conditioned on: stage 1 on the RGB, stage 2 on stage 1's bands (and the RGB).
+StageCondition = Literal["rgb", "stage1", "stage1+rgb"]
 
-def _from_dict(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}")
-    kwargs = {}
-    for name, f in names.items():
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{where}: missing field '{name}'")
-            continue
-        value = data[name]
-        if name == "baseline" and value is not None:
-            kwargs[name] = tuple(tuple(float(v) for v in row) for row in value)
-            continue
-        nested = _NESTED.get((cls.__name__, name))
-        if nested is not None:
-            value = _from_dict(nested, value, f"{where}.{name}")
-        elif isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        kwargs[name] = value
-    return cls(**kwargs)
+
+def choice_message(name: str, value: Any, choices: Sequence) -> str:
+    return f"unknown {name} {value!r}: use {' or '.join(str(c) for c in choices)}"
+
+
+def check_choice(name: str, value: Any, choices: Sequence) -> Any:
+    """``value`` when it is one of ``choices``; else a ValueError naming the setting and the choices."""
+    if value not in choices:
+        raise ValueError(choice_message(name, value, choices))
+    return value
 
 
 @dataclass(frozen=True)
-class UNetConfig:
-    """Width, depth and attention placement of one stage's noise-prediction UNet.
+class _Source:
+    """Where a config is being read from, for error messages and relative paths."""
 
-    ``architecture`` "multiscale" is the paper's UNet (downsampling levels, GroupNorm, attention);
-    ``paper()`` is Section III-B-1's network and the default is small enough to train on two CPU
-    cores. "local" is the same two-branch topology at one resolution with per-pixel blocks
-    (engine.model.local_unet): its only spatial operator is the condition's first convolution, a
-    ``condition_window`` x ``condition_window`` window (for "multiscale" that convolution's kernel).
-    A local network takes ``channel_multipliers`` (1,) and no attention.
+    where: str
+    relative_to: Optional[Path]
+
+    def error(self, key: Tuple[str, ...], message: str) -> ValueError:
+        place = f"{self.where} ({'.'.join(key)})" if key else self.where
+        return ValueError(f"{place}: {message}")
+
+
+def from_dict(cls, data: Any, where: str = "config", relative_to: Optional[Path] = None):
+    """A ``cls`` (a dataclass) from parsed JSON, read by its fields' type hints.
+
+    ``where`` names the source in errors; relative ``Path`` fields are resolved against ``relative_to``.
+    """
+    return _load_dataclass(cls, data, _Source(where, relative_to), ())
+
+
+def _load_dataclass(cls, data: Any, source: _Source, key: Tuple[str, ...]):
+    if not isinstance(data, dict):
+        raise source.error(key, f"expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise source.error(key, _unknown_fields_message(unknown, list(fields)))
+    hints = _type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _load(hints[name], data[name], source, key + (name,))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise source.error(key, f"missing field '{name}'")
+    return cls(**values)
+
+
+def _unknown_fields_message(unknown: list, valid: list) -> str:
+    guesses = [f"'{name}' (did you mean '{close[0]}'?)" if close else f"'{name}'"
+               for name in unknown for close in [difflib.get_close_matches(name, valid, n=1)]]
+    return f"unknown field(s) {', '.join(guesses)}; valid fields: {', '.join(valid)}"
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", dict: "object", list: "list", tuple: "list"}.get(type(value), type(value).__name__)
+
+
+def _hint_kind(hint) -> str:
+    """The JSON kind a type hint reads from."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint) or hint is dict or origin is dict:
+        return "object"
+    if hint is tuple or origin is tuple:
+        return "list"
+    if origin is Literal:
+        return _json_kind(typing.get_args(hint)[0])
+    return {bool: "boolean", int: "number", float: "number", str: "string", Path: "string",
+            type(None): "null"}.get(hint, "any")
+
+
+def _load(hint, value: Any, source: _Source, key: Tuple[str, ...]):
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        return _load_union(typing.get_args(hint), value, source, key)
+    kind = _hint_kind(hint)
+    if kind == "any":
+        return _plain(value)
+    if _json_kind(value) != kind:
+        raise source.error(key, f"expected {_describe(hint)}, got {_json_kind(value)} {value!r}")
+    if dataclasses.is_dataclass(hint):
+        return _load_dataclass(hint, value, source, key)
+    if origin is Literal:
+        try:
+            # Named by its field, also inside a list (``stages.1`` is one of the stages).
+            return check_choice(next(k for k in reversed(key) if not k.isdigit()), value, typing.get_args(hint))
+        except ValueError as exc:
+            raise source.error(key, str(exc)) from None
+    if kind == "list":
+        return _load_tuple(typing.get_args(hint), value, source, key)
+    if hint is float:
+        return float(value)
+    if hint is int and not isinstance(value, int):
+        raise source.error(key, f"expected an integer, got {value!r}")
+    if hint is Path:
+        path = Path(value)
+        return path if path.is_absolute() or source.relative_to is None else (source.relative_to / path).resolve()
+    return value
+
+
+def _load_union(members: tuple, value: Any, source: _Source, key: Tuple[str, ...]):
+    """The member whose JSON kind the value has (None for an Optional)."""
+    for member in members:
+        if _hint_kind(member) in (_json_kind(value), "any"):
+            return _load(member, value, source, key)
+    expected = " or ".join(_describe(m) for m in members)
+    raise source.error(key, f"expected {expected}, got {_json_kind(value)} {value!r}")
+
+
+def _load_tuple(args: tuple, value: list, source: _Source, key: Tuple[str, ...]) -> tuple:
+    """A ``Tuple[X, ...]`` (any length), a ``Tuple[X, Y]`` (that length) or a bare ``tuple``."""
+    if not args:
+        return _plain(value)
+    if len(args) == 2 and args[1] is Ellipsis:
+        args = (args[0],) * len(value)
+    if len(args) != len(value):
+        raise source.error(key, f"expected {len(args)} values, got {len(value)}")
+    return tuple(_load(arg, item, source, key + (str(i),)) for i, (arg, item) in enumerate(zip(args, value)))
+
+
+def _plain(value: Any) -> Any:
+    """An untyped value as the frozen configs hold it: lists as tuples, all the way down."""
+    return tuple(_plain(v) for v in value) if isinstance(value, list) else value
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
+    return {"object": "an object", "list": "a list", "number": "an integer" if hint is int else "a number",
+            "string": "a string", "boolean": "true or false", "null": "null"}.get(_hint_kind(hint), str(hint))
+
+
+@functools.lru_cache(maxsize=None)
+def _choice_fields(cls) -> dict:
+    """{field name: choices} of the fields typed ``Literal[...]`` or ``Optional[Literal[...]]``."""
+    choices = {}
+    for name, hint in _type_hints(cls).items():
+        members = [m for m in typing.get_args(hint) if m is not type(None)] if typing.get_origin(hint) is Union else [hint]
+        if len(members) == 1 and typing.get_origin(members[0]) is Literal:
+            choices[name] = typing.get_args(members[0]) + ((None,) if len(typing.get_args(hint)) > 1 else ())
+    return choices
+
+
+class StrictConfig:
+    """Base of the config dataclasses: choices are checked however a config is made, and
+    ``from_dict`` / ``to_dict`` round-trip it through JSON."""
+
+    def __post_init__(self) -> None:
+        for name, choices in _choice_fields(type(self)).items():
+            check_choice(name, getattr(self, name), choices)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "config", relative_to: Optional[Path] = None):
+        return from_dict(cls, data, where, relative_to)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class UNetConfig(StrictConfig):
+    """Width, depth and attention placement of one stage's network.
+
+    ``architecture`` names the network class in ``engine.model.ARCHITECTURES``, which states what the
+    other fields mean for it and which values it accepts (``validate_config``). "multiscale" is the
+    paper's UNet (downsampling levels, GroupNorm, attention); ``paper()`` is Section III-B-1's network
+    and the default is small enough to train on two CPU cores. "local" is the same two-branch
+    topology at one resolution with per-pixel blocks (engine.model.local_unet): its only spatial
+    operator is the condition's first convolution, a ``condition_window`` x ``condition_window``
+    window (for "multiscale" that convolution's kernel).
     """
 
     base_channels: int = 32
-    channel_multipliers: tuple = (1, 2, 2)
+    channel_multipliers: Tuple[int, ...] = (1, 2, 2)
     encoder_res_blocks: int = 1
     decoder_res_blocks: int = 2
-    attention_downsample: tuple = (4,)
+    attention_downsample: Tuple[int, ...] = (4,)
     attention_heads: int = 4
     dropout: float = 0.0
     # The paper feeds the condition through the time-conditioned encoder; a time-free condition
@@ -66,26 +227,11 @@ class UNetConfig:
     architecture: str = "multiscale"
     condition_window: int = 3
 
-    ARCHITECTURES = ("multiscale", "local")
-
     @staticmethod
     def local(width: int = 128, blocks: int = 1, condition_window: int = 5, dropout: float = 0.0) -> "UNetConfig":
         return UNetConfig(base_channels=width, channel_multipliers=(1,), encoder_res_blocks=blocks,
                           decoder_res_blocks=blocks + 1, attention_downsample=(), dropout=dropout,
                           architecture="local", condition_window=condition_window)
-
-    def validate(self) -> None:
-        if self.architecture not in self.ARCHITECTURES:
-            raise ValueError(f"unknown UNet architecture '{self.architecture}': use "
-                             + " or ".join(f"'{a}'" for a in self.ARCHITECTURES))
-        if self.decoder_res_blocks != self.encoder_res_blocks + 1:
-            # Each decoder block consumes exactly one skip of each branch, as in improved-diffusion.
-            raise ValueError("decoder_res_blocks must equal encoder_res_blocks + 1")
-        if self.condition_window < 1 or self.condition_window % 2 == 0:
-            raise ValueError(f"condition_window must be an odd number of pixels, got {self.condition_window}")
-        if self.architecture == "local" and (tuple(self.channel_multipliers) != (1,) or self.attention_downsample):
-            raise ValueError("a local UNet has one resolution and no attention: set channel_multipliers to [1] "
-                             "and attention_downsample to []")
 
     @staticmethod
     def paper() -> "UNetConfig":
@@ -101,29 +247,51 @@ class UNetConfig:
         )
 
     @property
+    def network_class(self):
+        """The network class ``architecture`` names (ValueError when none does)."""
+        # Imported here: the networks import torch and this module, which stays torch-free.
+        from engine.model import network_class
+
+        return network_class(self.architecture)
+
+    def validate(self) -> None:
+        self.network_class.validate_config(self)
+
+    @property
     def size_multiple(self) -> int:
-        return 2 ** (len(self.channel_multipliers) - 1)
+        """What the tile edge must be a multiple of for this network."""
+        return self.network_class.size_multiple(self)
+
+    @property
+    def context_radius(self) -> Optional[int]:
+        """Pixels of condition on each side that the output at a pixel depends on; None when the
+        output depends on the whole tile."""
+        return self.network_class.context_radius(self)
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
-    kind: str = "linear"  # "linear" (DDPM) or "cosine" (improved DDPM)
+class ScheduleConfig(StrictConfig):
+    kind: Literal["linear", "cosine"] = "linear"  # DDPM's linear or improved DDPM's cosine betas
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+
+
+TRUNCATION_TARGETS = ("eps", "x_t", "x0", "none")
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """How to sample both stages.
 
+    ``name``: a sampler of ``engine.diffusion.sampler_catalog``.
     ``truncation_target``: "eps" clamps the guided noise (the paper), "x_t" clamps the state (the
     authors' code), "x0" clamps the predicted clean image (the form DDIM/DPM-Solver++ use), "none".
     ``truncation_scope``: "sample" takes the percentile over a whole tile (the paper); "pixel" over
     each pixel's spectrum, which no tile border can change.
     """
 
-    name: str = "dpmpp"  # "ddpm" | "ddim" | "dpmpp"
+    name: str = "dpmpp"
     steps: int = 20
     guidance: float = 1.0
     pdt_stage1: Optional[float] = 0.96
@@ -136,17 +304,26 @@ class SamplerConfig:
         return self.pdt_stage1 if stage == 1 else self.pdt_stage2
 
     def validate(self) -> None:
-        if self.name not in ("ddpm", "ddim", "dpmpp"):
-            raise ValueError(f"unknown sampler '{self.name}': use ddpm, ddim or dpmpp")
+        """InputError (a ValueError) naming the inference setting: these fields are also what a user
+        overrides at inference time."""
+        _sampler_info(self.name)
         if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.truncation_target not in ("eps", "x_t", "x0", "none"):
-            raise ValueError(f"unknown truncation target '{self.truncation_target}': use eps, x_t, x0 or none")
+            raise InputError(f"steps must be at least 1, got {self.steps}", parameter="steps")
+        if self.truncation_target not in TRUNCATION_TARGETS:
+            raise InputError(f"unknown truncation target '{self.truncation_target}': use "
+                             f"{', '.join(TRUNCATION_TARGETS[:-1])} or {TRUNCATION_TARGETS[-1]}")
         if self.truncation_scope not in ("sample", "pixel"):
-            raise ValueError(f"unknown truncation scope '{self.truncation_scope}': use sample or pixel")
+            raise InputError(f"unknown truncation scope '{self.truncation_scope}': use sample or pixel")
         for p in (self.pdt_stage1, self.pdt_stage2):
             if p is not None and not 0.0 < p <= 1.0:
-                raise ValueError(f"PDT percentile p_T must lie in (0, 1], got {p}")
+                raise InputError(f"PDT percentile p_T must lie in (0, 1], got {p}", parameter="pdt")
+
+
+def _sampler_info(name: str) -> sampler_catalog.SamplerInfo:
+    try:
+        return sampler_catalog.info(name)
+    except ValueError as exc:
+        raise InputError(str(exc), parameter="sampler") from None
 
 
 def _pdt_override(value, default):
@@ -162,14 +339,15 @@ def override_sampler(base: SamplerConfig, sampler: Optional[str] = None, steps: 
                      truncation_scope: Optional[str] = None) -> SamplerConfig:
     """``base`` with the given fields replaced; None keeps a field, a PDT entry "off" or False disables it.
 
-    Switching sampler without naming a truncation target picks the one that sampler is defined with:
-    the guided noise for the paper's DDPM, the predicted x_0 for DDIM and DPM-Solver++.
+    Switching sampler without naming a truncation target picks the one that sampler is defined with
+    (its catalogue line: the guided noise for the paper's DDPM, the predicted x_0 for DDIM and
+    DPM-Solver++). Raises InputError naming the setting.
     """
     pdt = (None, None) if pdt is None else tuple(pdt)
     if len(pdt) != 2:
-        raise ValueError(f"pdt takes two values (stage 1, stage 2), got {pdt!r}")
+        raise InputError(f"pdt takes two values (stage 1, stage 2), got {pdt!r}", parameter="pdt")
     if truncation_target is None and sampler is not None and sampler != base.name:
-        truncation_target = "eps" if sampler == "ddpm" else "x0"
+        truncation_target = _sampler_info(sampler).truncation_target
     settings = dataclasses.replace(
         base,
         name=sampler or base.name,
@@ -185,7 +363,7 @@ def override_sampler(base: SamplerConfig, sampler: Optional[str] = None, steps: 
 
 
 @dataclass(frozen=True)
-class Normalisation:
+class Normalisation(StrictConfig):
     """Affine map between physical units and model units: v = (x - offset) / scale.
 
     kind "fixed" uses the stored offset and scale (the paper: 3693 / 7410 on Houston DN);
@@ -193,7 +371,7 @@ class Normalisation:
     by ``target``), once per raster, so any radiometric scale maps to the range the model knows.
     """
 
-    kind: str = "fixed"
+    kind: Literal["fixed", "rgb_percentile"] = "fixed"
     offset: float = 0.0
     scale: float = 1.0
     percentile: float = 99.0
@@ -209,8 +387,6 @@ class Normalisation:
         """The fixed normalisation to use for this RGB image (itself when kind is "fixed")."""
         if self.kind == "fixed":
             return self
-        if self.kind != "rgb_percentile":
-            raise ValueError(f"unknown normalisation kind '{self.kind}'")
         values = np.asarray(rgb, dtype=np.float64)
         if valid is not None:
             values = values[:, np.asarray(valid, dtype=bool)]
@@ -221,7 +397,7 @@ class Normalisation:
 
 
 @dataclass(frozen=True)
-class RGBSimulation:
+class RGBSimulation(StrictConfig):
     """How training RGB was made from the cubes; also the default for evaluation.
 
     kind "bands": the RGB is three bands of the cube (``band_indices``, the paper's [4, 11, 22]).
@@ -229,18 +405,18 @@ class RGBSimulation:
     with per-channel white-balance and global gain drawn from the given ranges during training.
     """
 
-    kind: str = "bands"
-    band_indices: tuple = (4, 11, 22)
-    cameras: tuple = ()
-    white_balance_range: tuple = (1.0, 1.0)
-    gain_range: tuple = (1.0, 1.0)
+    kind: Literal["bands", "srf"] = "bands"
+    band_indices: Tuple[int, int, int] = (4, 11, 22)
+    cameras: Tuple[str, ...] = ()
+    white_balance_range: Tuple[float, float] = (1.0, 1.0)
+    gain_range: Tuple[float, float] = (1.0, 1.0)
 
 
-PARAMETERISATIONS = ("eps", "edm")
+PARAMETERISATIONS = typing.get_args(Parameterisation)
 
 
 @dataclass(frozen=True)
-class StageConfig:
+class StageConfig(StrictConfig):
     """One diffusion stage: which bands it outputs and what conditions it.
 
     ``baseline`` (optional) is a per-pixel affine map from the condition channels to the output
@@ -254,13 +430,13 @@ class StageConfig:
     bundles written before it existed are "eps".
     """
 
-    output_indices: tuple
-    condition: str  # "rgb" or "stage1+rgb" / "stage1"
+    output_indices: Tuple[int, ...]
+    condition: StageCondition
     unet: UNetConfig = field(default_factory=UNetConfig)
-    baseline: Optional[tuple] = None
+    baseline: Optional[Tuple[Tuple[float, ...], ...]] = None
     x0_limit: Optional[float] = None
-    data_std: Optional[object] = None
-    parameterisation: str = "eps"
+    data_std: Union[None, float, Tuple[float, ...]] = None
+    parameterisation: Parameterisation = "eps"
 
     @property
     def out_channels(self) -> int:
@@ -271,14 +447,14 @@ class StageConfig:
 
 
 def unknown_parameterisation(name: str) -> str:
-    return f"unknown parameterisation '{name}': use " + " or ".join(f"'{p}'" for p in PARAMETERISATIONS)
+    return choice_message("parameterisation", name, PARAMETERISATIONS)
 
 
 @dataclass(frozen=True)
-class BundleConfig:
+class BundleConfig(StrictConfig):
     name: str
-    wavelengths_nm: tuple
-    fwhm_nm: tuple
+    wavelengths_nm: Tuple[float, ...]
+    fwhm_nm: Tuple[float, ...]
     stage1: StageConfig
     stage2: StageConfig
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -289,9 +465,8 @@ class BundleConfig:
     description: str = ""
     training: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-    # The raster pipeline's tile edge unless the caller asks for another. A multiscale network is best
-    # near twice its training crop (its statistics drift with the tile: docs/tiling.md); a local one
-    # is size-invariant, so larger tiles only save work on overlaps.
+    # The raster pipeline's tile edge unless the caller asks for another; training sets it from the
+    # network classes (``default_inference_tile``), 64 is what bundles written before it meant.
     inference_tile: int = 64
 
     @property
@@ -308,22 +483,18 @@ class BundleConfig:
 
     @property
     def context_radius(self) -> Optional[int]:
-        """Pixels of RGB on each side that the cascade's output at a pixel depends on, when both
-        stages are local networks (stage 2 sees stage 1's output within its own window); else None."""
-        stages = (self.stage1.unet, self.stage2.unet)
-        if any(unet.architecture != "local" for unet in stages):
-            return None
-        return sum(unet.condition_window // 2 for unet in stages)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Pixels of RGB on each side that the cascade's output at a pixel depends on (stage 2 sees
+        stage 1's output within its own window, so the radii add up); None when either stage's
+        output depends on the whole tile."""
+        radii = [self.stage1.unet.context_radius, self.stage2.unet.context_radius]
+        return None if None in radii else sum(radii)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BundleConfig":
+    def from_dict(cls, data: Any, where: str = "config", relative_to: Optional[Path] = None) -> "BundleConfig":
         version = data.get("format_version") if isinstance(data, dict) else None
         if version != FORMAT_VERSION:
             raise ValueError(f"format_version {version!r} is not {FORMAT_VERSION}")
-        config = _from_dict(cls, data, "config")
+        config = from_dict(cls, data, where, relative_to)
         config.validate()
         return config
 
@@ -339,20 +510,7 @@ class BundleConfig:
             raise ValueError(f"inference_tile must be at least 8 pixels, got {self.inference_tile}")
         for stage in (self.stage1, self.stage2):
             stage.unet.validate()
-            if stage.parameterisation not in PARAMETERISATIONS:
-                raise ValueError(unknown_parameterisation(stage.parameterisation))
         self.sampler.validate()
-
-
-_NESTED = {
-    ("BundleConfig", "stage1"): StageConfig,
-    ("BundleConfig", "stage2"): StageConfig,
-    ("BundleConfig", "schedule"): ScheduleConfig,
-    ("BundleConfig", "sampler"): SamplerConfig,
-    ("BundleConfig", "normalisation"): Normalisation,
-    ("BundleConfig", "rgb_simulation"): RGBSimulation,
-    ("StageConfig", "unet"): UNetConfig,
-}
 
 
 def equal_spacing_fwhm(wavelengths_nm: Sequence[float]) -> tuple:

@@ -13,10 +13,6 @@ from engine.config import BundleConfig, RGBSimulation
 from engine.errors import InputError
 from engine.spectral import SpectralResponse, load_srf_csv, resample_cube, simulate_rgb_from_bands, simulate_rgb_from_srf
 
-# Where the measurement commands find the shared scenes by default: ../shared/data beside the repository.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-HOUSTON_SCENE = SHARED_DATA / "scenes" / "houston2018_casi48.npz"
-
 
 @dataclass
 class Scene:
@@ -42,7 +38,7 @@ def load_scene(path, rows: Optional[Sequence[int]] = None, cols: Optional[Sequen
     else:
         import rasterio
 
-        from engine.report import read_wavelengths
+        from engine.raster.spectral_metadata import read_wavelengths
 
         with rasterio.open(path) as ds:
             cube = ds.read().astype(np.float32)
@@ -89,8 +85,6 @@ def rgb_for_scene(scene: Scene, grid_cube: np.ndarray, simulation: RGBSimulation
     """One RGB rendering of the scene per camera (or the band-index RGB), in the cube's units."""
     if simulation.kind == "bands":
         return [simulate_rgb_from_bands(grid_cube, simulation.band_indices)]
-    if simulation.kind != "srf":
-        raise InputError(f"unknown RGB simulation '{simulation.kind}': use bands or srf")
     renderings = []
     for camera in cameras:
         try:

@@ -1,8 +1,26 @@
-"""Exceptions the engine raises; callers (CLI, QGIS adapter) show their message as is."""
+"""Exceptions the engine raises; callers (CLI, QGIS adapter) show their message as is.
+
+An error about one setting names it in ``parameter``: the name of the inference setting
+(``engine.settings.InferenceSettings`` field, e.g. ``"tile"``, ``"bands"``, ``"output"``), never a
+command-line flag or a QGIS parameter name. Each front end maps that field to its own words (the CLI
+to ``--tile``, the QGIS adapter to ``TILE_SIZE``), so messages are written without either.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
 
 
 class EngineError(Exception):
     """Base class of every error the engine raises on purpose."""
+
+    def __init__(self, message: str = "", *, parameter: Optional[str] = None):
+        super().__init__(message)
+        self.parameter = parameter
+
+    @property
+    def message(self) -> str:
+        return str(self)
 
 
 class InputError(EngineError, ValueError):
@@ -11,6 +29,9 @@ class InputError(EngineError, ValueError):
 
 class BundleError(EngineError):
     """A model bundle is missing, truncated, mismatched or not a bundle at all."""
+
+    def __init__(self, message: str = "", *, parameter: Optional[str] = "model"):
+        super().__init__(message, parameter=parameter)
 
 
 class Cancelled(EngineError):

@@ -32,12 +32,10 @@ class Reconstruction:
 def sampler_settings(cascade: Cascade, sampler: Optional[str] = None, steps: Optional[int] = None,
                      guidance: Optional[float] = None, pdt: Sequence = (None, None),
                      truncation_target: Optional[str] = None, no_pdt: bool = False) -> SamplerConfig:
-    """The bundle's default sampler with the given fields overridden (InputError when invalid)."""
-    try:
-        return override_sampler(cascade.config.sampler, sampler, steps, guidance,
-                                ("off", "off") if no_pdt else pdt, truncation_target)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    """The bundle's default sampler with the given fields overridden (InputError naming the setting
+    when invalid)."""
+    return override_sampler(cascade.config.sampler, sampler=sampler, steps=steps, guidance=guidance,
+                            pdt=("off", "off") if no_pdt else pdt, truncation_target=truncation_target)
 
 
 def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed: int = 0,
@@ -78,11 +76,12 @@ def parse_rgb_spec(spec: str):
         except ValueError:
             indices = ()
         if len(indices) != 3:
-            raise InputError(f"--rgb {spec!r}: give three 0-based band indices, e.g. bands:4,11,22")
+            raise InputError(f"cannot read {spec!r}: give three 0-based band indices, e.g. bands:4,11,22",
+                             parameter="rgb")
         return "bands", indices
     if kind == "srf":
         return "srf", load_srf_csv(value)
-    raise InputError(f"--rgb {spec!r}: use bands:R,G,B or srf:FILE.csv")
+    raise InputError(f"cannot read {spec!r}: use bands:R,G,B or srf:FILE.csv", parameter="rgb")
 
 
 def scene_rgb(scene, grid_cube: np.ndarray, kind: str, value) -> np.ndarray:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import csv
 import html
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,22 +17,7 @@ from matplotlib.figure import Figure
 
 from engine.errors import InputError
 from engine.metrics import Peak, all_metrics, kept_bands, per_band_psnr, per_band_ssim
-
-if TYPE_CHECKING:
-    from rasterio.io import DatasetReader
-
-_UNIT_TO_NM = {
-    "nanometers": 1.0,
-    "nanometer": 1.0,
-    "nm": 1.0,
-    "micrometers": 1000.0,
-    "micrometer": 1000.0,
-    "microns": 1000.0,
-    "micron": 1000.0,
-    "um": 1000.0,
-    "µm": 1000.0,
-}
-_DESCRIPTION_WAVELENGTH = re.compile(r"\(\s*([0-9.eE+-]+)\s*(nanometers?|nm|micrometers?|um|µm)\s*\)", re.I)
+from engine.raster.spectral_metadata import read_wavelengths
 
 
 def _save(figure: Figure, path_png: str | Path) -> Path:
@@ -266,44 +250,6 @@ tr.excluded {{ color: #888; }}
 </table>
 </body></html>
 """
-
-
-def _to_nm(values: np.ndarray, unit: str | None) -> np.ndarray:
-    if unit:
-        factor = _UNIT_TO_NM.get(unit.strip().lower())
-        if factor is not None:
-            return values * factor
-    # Unknown or missing unit: visible/infrared wavelengths below 100 can only be micrometres.
-    return values * 1000.0 if values.max() < 100 else values
-
-
-def read_wavelengths(dataset: DatasetReader) -> np.ndarray | None:
-    """Band centre wavelengths in nm from a rasterio dataset's metadata, or None.
-
-    Looked up in order: per-band default-domain ``wavelength`` (+ ``wavelength_units``, the EnMAP-Box
-    / QGIS convention), per-band ``IMAGERY`` ``CENTRAL_WAVELENGTH_UM`` (GDAL >= 3.10), the dataset's
-    ENVI-domain ``wavelength`` list, and band descriptions like ``band 1 (418.24 Nanometers)``.
-    """
-    count = dataset.count
-    band_tags = [{k.lower(): v for k, v in dataset.tags(b).items()} for b in range(1, count + 1)]
-    try:
-        if all("wavelength" in tags for tags in band_tags):
-            values = np.array([float(tags["wavelength"]) for tags in band_tags])
-            return _to_nm(values, band_tags[0].get("wavelength_units"))
-        imagery = [dataset.tags(b, ns="IMAGERY") for b in range(1, count + 1)]
-        if all("CENTRAL_WAVELENGTH_UM" in tags for tags in imagery):
-            return np.array([float(tags["CENTRAL_WAVELENGTH_UM"]) for tags in imagery]) * 1000.0
-        envi = {k.lower(): v for k, v in dataset.tags(ns="ENVI").items()}
-        if "wavelength" in envi:
-            values = np.array([float(v) for v in envi["wavelength"].strip("{} ").split(",")])
-            if values.size == count:
-                return _to_nm(values, envi.get("wavelength_units"))
-    except ValueError:
-        return None
-    matches = [_DESCRIPTION_WAVELENGTH.search(d or "") for d in dataset.descriptions]
-    if all(matches):
-        return np.array([_to_nm(np.array([float(m.group(1))]), m.group(2))[0] for m in matches])
-    return None
 
 
 def _read_raster(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

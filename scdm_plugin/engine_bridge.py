@@ -2,11 +2,15 @@
 
 Everything here is imported at plugin load time, so it imports neither torch nor the engine at
 module level: ``load_engine()`` does that inside ``processAlgorithm`` and turns a missing dependency
-into a ``QgsProcessingException`` that names the exact command to install it.
+into a ``QgsProcessingException`` that names the exact command to install it. The one exception is
+the engine's sampler catalogue (standard library only), which the parameter lists are built from: it
+is imported relative to the plugin package, so no ``sys.path`` change is needed and no other package
+named ``engine`` can stand in for it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -16,8 +20,11 @@ import sysconfig
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Mapping
 
 from qgis.core import QgsProcessingException
+
+from ..engine.diffusion import sampler_catalog
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = PLUGIN_ROOT / "resources" / "models" / "scdm-default"
@@ -35,15 +42,15 @@ DEPENDENCIES = (
 
 
 def default_sampler_label() -> str:
-    """The bundled model's default sampler in words ("DDIM, 1 step"), read from its config.json
-    without the engine (the plugin must load where torch is missing); empty if it cannot be read."""
+    """The bundled model's default sampler in words ("DDIM, 2 steps"), read from its config.json
+    without loading the model (the plugin must load where torch is missing); empty if it cannot be
+    read or names a sampler this plugin does not know."""
     try:
-        sampler = json.loads((DEFAULT_MODEL / "config.json").read_text())["sampler"]
-        name = {"ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)", "ddpm": "DDPM"}.get(sampler["name"], sampler["name"])
-        steps = 1000 if sampler["name"] == "ddpm" else int(sampler["steps"])
+        config = json.loads((DEFAULT_MODEL / "config.json").read_text())
+        sampler = config["sampler"]
+        return sampler_catalog.label(sampler["name"], int(sampler["steps"]), config["schedule"]["timesteps"])
     except (OSError, ValueError, KeyError, TypeError):
         return ""
-    return f"{name}, {steps} step{'s' if steps != 1 else ''}"
 
 
 def qgis_python() -> str:
@@ -158,25 +165,6 @@ def describe_device(eng: SimpleNamespace, device: str) -> str:
     return f"Device: CPU ({os.cpu_count()} cores, torch {torch.__version__})"
 
 
-# The engine's messages name its command-line flags; QGIS users see parameter names instead.
-FLAG_TO_PARAMETER = {
-    "--tile": "TILE_SIZE",
-    "--overlap": "OVERLAP",
-    "--device": "DEVICE",
-    "--samples": "SAMPLES",
-    "--model": "MODEL",
-    "--steps": "STEPS",
-    "--guidance": "GUIDANCE",
-    "--seed": "SEED",
-}
-
-
-def qgis_wording(message: str) -> str:
-    for flag, name in FLAG_TO_PARAMETER.items():
-        message = message.replace(flag, name)
-    return message
-
-
 class FeedbackAdapter:
     """Engine callbacks backed by a QgsProcessingFeedback: progress (mapped onto start..end percent),
     cancel and log."""
@@ -204,15 +192,24 @@ class Cancelled(Exception):
     """Raised by ``call_engine`` when the engine stopped because the user cancelled."""
 
 
-def call_engine(eng: SimpleNamespace, feedback, function, *args, **kwargs):
-    """Run an engine function; engine errors become QgsProcessingException with the engine's message,
-    a cancel becomes ``Cancelled`` (the engine has already removed its partial output)."""
+def qgis_message(exc, parameter_names: Mapping[str, str]) -> str:
+    """An engine error as QGIS shows it: the parameter(s) that set ``exc.parameter`` in front
+    ("OVERLAP: overlap 32 must ..."); the message alone for an error about no parameter."""
+    name = parameter_names.get(exc.parameter)
+    return f"{name}: {exc}" if name else str(exc)
+
+
+def call_engine(eng: SimpleNamespace, feedback, parameter_names: Mapping[str, str], function, *args, **kwargs):
+    """Run an engine function; engine errors become QgsProcessingException with the engine's message
+    after the QGIS parameter that ``parameter_names`` (engine setting -> parameter, the algorithm's
+    ``SETTING_PARAMETERS``) gives for the error's setting; a cancel becomes ``Cancelled`` (the engine
+    has already removed its partial output)."""
     try:
         return function(*args, **kwargs)
     except eng.errors.Cancelled as exc:
         raise Cancelled(str(exc)) from None
     except eng.errors.EngineError as exc:
-        raise QgsProcessingException(qgis_wording(str(exc))) from None
+        raise QgsProcessingException(qgis_message(exc, parameter_names)) from None
     except QgsProcessingException:
         raise
     except Exception as exc:
@@ -220,17 +217,24 @@ def call_engine(eng: SimpleNamespace, feedback, function, *args, **kwargs):
         raise QgsProcessingException(f"Unexpected error in the engine: {type(exc).__name__}: {exc}") from None
 
 
-def run_inference(eng: SimpleNamespace, feedback, input_path, output_path, arguments: dict,
-                  start: float = 0.0, end: float = 100.0, **extra):
-    """Log the model and the device, then run ``infer_raster`` with its progress (start..end percent),
-    cancel and log callbacks wired to the feedback. Returns the engine's InferenceReport, or None after
-    a cancel (the engine leaves no output behind)."""
-    feedback.pushInfo(call_engine(eng, feedback, describe_model, eng, model_folder(arguments["model"])))
-    feedback.pushInfo(call_engine(eng, feedback, describe_device, eng, arguments["device"]))
+def run_inference(eng: SimpleNamespace, feedback, fields: dict, parameter_names: Mapping[str, str],
+                  start: float = 0.0, end: float = 100.0):
+    """Build the engine's ``InferenceSettings`` from ``fields`` (its field names -> values read from
+    the QGIS parameters), log the model and the device, then run the engine with its progress
+    (start..end percent), cancel and log callbacks wired to the feedback. A refused setting becomes a
+    QgsProcessingException like any engine error, naming the parameter ``parameter_names`` gives for
+    it. Returns the engine's InferenceReport, or None after a cancel (the engine leaves no output
+    behind)."""
+    from engine.raster.pipeline import run_inference as run
+    from engine.settings import Callbacks, InferenceSettings
+
+    call = functools.partial(call_engine, eng, feedback, parameter_names)
+    settings = call(InferenceSettings, **fields)
+    feedback.pushInfo(call(describe_model, eng, model_folder(settings.model)))
+    feedback.pushInfo(call(describe_device, eng, settings.device))
     adapter = FeedbackAdapter(feedback, start, end)
     try:
-        return call_engine(eng, feedback, eng.infer_raster, input_path, output_path, progress=adapter.progress,
-                           cancel=adapter.cancel, log=adapter.log, **arguments, **extra)
+        return call(run, settings, Callbacks(adapter.progress, adapter.cancel, adapter.log))
     except Cancelled:
         feedback.pushInfo("Cancelled: no output was written.")
         return None

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.data import SHARED_DATA
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def tiny_unet():
@@ -39,11 +40,18 @@ def make_tiny_bundle(folder: Path, seed: int = 0, unet=None, **fields) -> Path:
     fields.setdefault("sampler", SamplerConfig(name="ddim", steps=2, guidance=1.0))
     config = make_config("tiny-test", houston_grid(), unet=unet or tiny_unet(), **fields)
     cascade = Cascade(config)
-    # Random non-zero output layers, so an untrained bundle still produces spatially varying output.
-    for stage in (1, 2):
-        out = cascade.model(stage).out
-        torch.nn.init.normal_(out[-1].weight if isinstance(out, torch.nn.Sequential) else out.weight, std=0.05)
+    randomise_output_layers(cascade)
     return save_bundle(cascade, folder)
+
+
+def randomise_output_layers(cascade, std: float = 0.05) -> None:
+    """Random non-zero output layers (``out``, zero-initialised in every network), so an untrained
+    cascade still produces spatially varying output."""
+    import torch
+
+    for stage in (1, 2):
+        last = [m for m in cascade.model(stage).out.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+        torch.nn.init.normal_(last.weight, std=std)
 
 
 @pytest.fixture(scope="session")

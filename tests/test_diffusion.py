@@ -12,7 +12,7 @@ from engine.config import ScheduleConfig
 from engine.diffusion.guidance import icmg_combine
 from engine.diffusion.losses import spectral_angle_loss
 from engine.diffusion.noise import PositionalNoise, TorchNoise, gaussian_field
-from engine.diffusion.samplers import ddim_sample, ddpm_sample, dpmpp_2m_sample
+from engine.diffusion.samplers import SamplingOptions, sample
 from engine.diffusion.schedule import NoiseSchedule, TrainingTimesteps
 from engine.diffusion.truncation import ProgressiveTruncation, pdt_percentile, percentile_clamp
 
@@ -182,21 +182,21 @@ def _check_moments(x, tol_mean=0.02, tol_std=0.03):
 
 
 def test_ddpm_reaches_data_distribution(schedule):
-    result = ddpm_sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(0))
+    result = sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(0), SamplingOptions("ddpm"))
     assert result.nfe == 1000
     _check_moments(result.x0)
 
 
 @pytest.mark.parametrize("steps", [100, 50])
 def test_ddim_reaches_data_distribution(schedule, steps):
-    result = ddim_sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(1), steps)
+    result = sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(1), SamplingOptions("ddim", steps))
     assert result.nfe == steps
     _check_moments(result.x0)
 
 
 @pytest.mark.parametrize("steps", [20, 10])
 def test_dpmpp_2m_reaches_data_distribution(schedule, steps):
-    result = dpmpp_2m_sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(2), steps)
+    result = sample(exact_eps(schedule), schedule, (1, 1, 100, 100), _noise(2), SamplingOptions("dpmpp", steps))
     assert result.nfe == steps
     _check_moments(result.x0)
 
@@ -204,8 +204,8 @@ def test_dpmpp_2m_reaches_data_distribution(schedule, steps):
 def test_truncation_with_threshold_floor_one_leaves_unit_scale_data_alone(schedule):
     # Data within [-1, 1]: x0 clamping at max(quantile, 1) never binds at the end of sampling.
     trunc = ProgressiveTruncation("x0", 0.9, schedule.num_timesteps)
-    plain = ddim_sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), 20)
-    clamped = ddim_sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), 20, trunc)
+    plain = sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), SamplingOptions("ddim", 20))
+    clamped = sample(exact_eps(schedule), schedule, (1, 1, 64, 64), _noise(3), SamplingOptions("ddim", 20, trunc))
     assert clamped.x0.abs().max() <= max(plain.x0.abs().max(), 1.0) + 1e-6
 
 
@@ -226,8 +226,8 @@ def test_gaussian_skip_alone_samples_the_per_band_prior(schedule):
     ab = schedule.alpha_bar(300)
     expected = math.sqrt(1 - ab) * x / (ab * torch.tensor([0.05, 0.4]).reshape(1, 2, 1, 1) ** 2 + 1 - ab)
     assert torch.allclose(skip(x, t), expected, atol=1e-6)
-    result = dpmpp_2m_sample(lambda x_t, tt: skip(x_t, torch.full((x_t.shape[0],), tt)), schedule,
-                             (1, 2, 100, 100), _noise(4), 20)
+    result = sample(lambda x_t, tt: skip(x_t, torch.full((x_t.shape[0],), tt)), schedule,
+                    (1, 2, 100, 100), _noise(4), SamplingOptions("dpmpp", 20))
     assert result.x0[0, 0].std().item() == pytest.approx(0.05, rel=0.1)
     assert result.x0[0, 1].std().item() == pytest.approx(0.4, rel=0.1)
 

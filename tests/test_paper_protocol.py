@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 
-from pathlib import Path
-
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from benchmarks.data import SHARED_DATA
 
 SCENE = SHARED_DATA / "scenes" / "houston2018_casi48.npz"
 
@@ -20,7 +18,7 @@ pytestmark = pytest.mark.skipif(not SCENE.exists(), reason=f"shared data not fou
 def test_one_fold_at_a_toy_budget_writes_every_row(tmp_path, capsys):
     import torch
 
-    from engine.paper_protocol import main
+    from benchmarks.paper_protocol import main
 
     out = tmp_path / "pp"
     threads = torch.get_num_threads()

@@ -16,6 +16,9 @@ from rasterio.transform import Affine
 
 from engine.errors import InputError
 from engine.raster import io as rio
+from engine.raster.formats import OutputSpec
+from engine.raster.formats.atomic import partial_path, remove_quietly
+from engine.raster.formats.geotiff import GeoTIFF, GeoTIFFFile
 
 ENMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff" / "enmap_potsdam"
 MOSAIC = ENMAP / "enmap_potsdam_tiles_mosaic.tif"
@@ -39,6 +42,12 @@ def write_variant(path: Path, data: np.ndarray, *, like: Path = MOSAIC, **overri
 def mosaic_rgb(window=None) -> np.ndarray:
     with rasterio.open(MOSAIC) as src:
         return src.read(RGB, window=window)
+
+
+def output_spec(info, count, nodata, wavelengths, fwhm, tags):
+    return OutputSpec(width=info.width, height=info.height, band_count=count, nodata=nodata,
+                      georeference=info.georeference, wavelengths_nm=tuple(wavelengths),
+                      fwhm_nm=None if fwhm is None else tuple(fwhm), tags=tags)
 
 
 def test_inspect_real_enmap_tile():
@@ -192,19 +201,19 @@ def read_only_folder(tmp_path):
 def test_read_only_output_folder_is_refused(read_only_folder):
     with pytest.raises(InputError, match="read-only|cannot write"):
         rio.check_output_path(read_only_folder / "out.tif")
-        rio.partial_path(read_only_folder / "out.tif")
+        partial_path(read_only_folder / "out.tif")
     assert list(read_only_folder.iterdir()) == []
 
 
 def test_partial_file_sits_beside_the_destination_with_normal_permissions(tmp_path):
     dest = tmp_path / "result.tif"
-    partial = rio.partial_path(dest)
+    partial = partial_path(dest)
     assert partial.parent == tmp_path and partial.name.startswith(".result.tif.partial-")
     assert partial.suffix == ".tif" and partial.exists()
     mask = os.umask(0)
     os.umask(mask)
     assert (partial.stat().st_mode & 0o777) == (0o666 & ~mask)
-    rio.remove_quietly(partial)
+    remove_quietly(partial)
     assert not partial.exists()
 
 
@@ -213,9 +222,10 @@ def test_output_profile_and_spectral_metadata_read_back_by_gdalinfo(tmp_path):
     wl = [400.0 + 10 * i for i in range(5)]
     fwhm = [9.5, 10.0, 10.0, 10.0, 12.25]
     path = tmp_path / "spectral.tif"
-    with rio.open_output(path, info, 5, rio.output_nodata(info)) as dst:
-        rio.write_spectral_metadata(dst, wl, fwhm, {"SCDM_MODEL": "m", "SCDM_SEED": 7})
-        dst.write(np.ones((5, 32, 32), dtype=np.float32))
+    output = GeoTIFF().create(path, output_spec(info, 5, rio.output_nodata(info), wl, fwhm,
+                                                {"SCDM_MODEL": "m", "SCDM_SEED": 7}))
+    output.write_block(np.ones((5, 32, 32), dtype=np.float32), 0, 0)
+    output.close()
     assert not Path(str(path) + ".aux.xml").exists(), "everything fits in the GeoTIFF itself"
     with rasterio.open(path) as ds:
         assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
@@ -249,7 +259,7 @@ def test_block_writer_assembles_rectangles_into_whole_blocks_with_spill(tmp_path
                    blockxsize=256, blockysize=256, compress="deflate")
     with rasterio.open(path, "w", **profile) as dst:
         one_block = channels * 256 * 256 * 4
-        writer = rio.BlockWriter([rio.OutputTarget(dst, slice(0, channels))], height, width, channels,
+        writer = rio.BlockWriter([rio.OutputTarget(GeoTIFFFile(dst), slice(0, channels))], height, width, channels,
                                  memory_bytes=2 * one_block, scratch_dir=str(tmp_path))
         # rows of irregular rectangles, row-major, as the blender emits them
         row_cuts = [0, 37, 100, 290, 301, 511, 600]
@@ -279,8 +289,9 @@ def test_gcp_georeferencing_is_copied(tmp_path):
         dst.gcps = (gcps, rasterio.crs.CRS.from_epsg(32633))
     info = rio.inspect_input(src)
     out = tmp_path / "out.tif"
-    with rio.open_output(out, info, 2, None) as dst:
-        dst.write(np.zeros((2, 16, 16), dtype=np.float32))
+    output = GeoTIFF().create(out, output_spec(info, 2, None, [500.0, 600.0], None, {}))
+    output.write_block(np.zeros((2, 16, 16), dtype=np.float32), 0, 0)
+    output.close()
     with rasterio.open(out) as ds:
         points, crs = ds.gcps
         assert crs.to_epsg() == 32633 and [(p.row, p.col, p.x, p.y) for p in points] == \

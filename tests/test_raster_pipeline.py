@@ -19,7 +19,8 @@ import torch
 from rasterio.transform import Affine
 
 from engine.errors import Cancelled, InputError
-from engine.raster.pipeline import TileBlender, infer_raster
+from engine.raster.blending import TileBlender
+from engine.raster.pipeline import infer_raster
 from engine.raster.windows import border_margin, tile_grid
 
 ENMAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff" / "enmap_potsdam"
@@ -423,6 +424,16 @@ def _bad_cases(tmp_path, rgb_file):
     }
 
 
+# The setting each bad input is about (InferenceSettings field names; front ends map them to their words).
+BAD_CASE_PARAMETERS = {
+    "1-band raster": "input", "2-band raster": "input", "band out of range": "bands", "four bands": "bands",
+    "unreadable file": "input", "missing input": "input", "missing output folder": "output",
+    "band count contradicts model": "model", "uncertainty needs samples": "samples", "same output twice": "stage1_output",
+    "output is the input": "output", "overlap too large": "overlap", "unknown sampler": "sampler",
+    "unknown device": "device",
+}
+
+
 def test_bad_inputs_raise_clear_errors_and_create_nothing(cascade, tmp_path, rgb_file):
     cases = _bad_cases(tmp_path, rgb_file)
     before = listing(tmp_path)
@@ -430,15 +441,17 @@ def test_bad_inputs_raise_clear_errors_and_create_nothing(cascade, tmp_path, rgb
         options = dict(model=cascade, tile=32, overlap=8, sampler="ddim", steps=1, device="cpu")
         options.update(kwargs)
         src, dst = options.pop("input_path"), options.pop("output_path")
-        with pytest.raises(InputError, match=pattern):
+        with pytest.raises(InputError, match=pattern) as raised:
             infer_raster(src, dst, **options)
+        assert raised.value.parameter == BAD_CASE_PARAMETERS[name], name
         assert listing(tmp_path) == before, name
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_gpu_is_an_input_error(cascade, rgb_file, tmp_path):
-    with pytest.raises(InputError, match="no CUDA GPU.*--device cpu"):
+    with pytest.raises(InputError, match="no CUDA GPU: use cpu or auto") as raised:
         run(cascade, rgb_file, tmp_path / "o.tif", bands=(1, 2, 3), device="cuda:0")
+    assert raised.value.parameter == "device"
 
 
 def test_read_only_output_folder(cascade, rgb_file, tmp_path):

@@ -3,11 +3,9 @@ the tile counts the raster pipeline reports."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from benchmarks.data import SHARED_DATA
 
 SCENE = SHARED_DATA / "scenes" / "houston2018_casi48.npz"
 SRF = SHARED_DATA / "srf" / "camera_nikon5100_npl.csv"
@@ -16,8 +14,8 @@ pytestmark = pytest.mark.skipif(not SCENE.exists(), reason=f"shared data not fou
 
 
 def test_tile_quality_writes_one_row_per_setting(tiny_bundle, tmp_path):
+    from benchmarks.tile_quality import main
     from engine.raster.windows import border_margin, tile_grid
-    from engine.tile_quality import main
 
     out = tmp_path / "tiling.md"
     assert main(["--model", str(tiny_bundle), "--scene", str(SCENE), "--rgb", f"srf:{SRF}", "--runs", "64:16,128:0",

@@ -102,6 +102,12 @@ def test_bad_training_config_is_refused(tmp_path):
     run = _engine("train", "--config", str(tmp_path / "levels.json"))
     assert run.returncode == 2 and "unknown noise_levels 'cosine': use uniform or lognormal" in run.stderr
     assert not (tmp_path / "x").exists()
+    typo = {"name": "x", "output": str(tmp_path / "x"), "scenes": [], "learning_rat": 1e-3}
+    (tmp_path / "typo.json").write_text(json.dumps(typo))
+    run = _engine("train", "--config", str(tmp_path / "typo.json"))
+    assert run.returncode == 2
+    assert "unknown field(s) 'learning_rat' (did you mean 'learning_rate'?); valid fields: name, output" in run.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_crop_without_room_for_the_local_context_is_refused(tmp_path, shared_data):

@@ -61,6 +61,10 @@ class LocalUNet(TwoBranchUNet):
     """
 
     architecture = "local"
+    description = ("one resolution with per-pixel blocks: its output at a pixel sees a condition_window-pixel "
+                   "window of the condition, so any tile size gives the same result")
+    # Size-invariant: larger tiles only save work on the overlaps.
+    default_inference_tile = 256
 
     def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
         # Training batches are single pixels, each at its own noise level, so the embedding is
@@ -81,21 +85,33 @@ class LocalUNet(TwoBranchUNet):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    @property
-    def context_radius(self) -> int:
+    @classmethod
+    def validate_config(cls, config: UNetConfig) -> None:
+        super().validate_config(config)
+        if tuple(config.channel_multipliers) != (1,) or config.attention_downsample:
+            raise ValueError("a local UNet has one resolution and no attention: set channel_multipliers to [1] "
+                             "and attention_downsample to []")
+
+    @classmethod
+    def context_radius(cls, config: UNetConfig) -> int:
         """How many pixels of condition on each side a pixel's output depends on."""
-        return self.config.condition_window // 2
+        return config.condition_window // 2
+
+    @classmethod
+    def size_multiple(cls, config: UNetConfig) -> int:
+        return 1
 
     @property
     def training_margin(self) -> int:
         """Training windows carry the whole context: the target is the window less this margin."""
-        return self.context_radius
+        return self.context_radius(self.config)
 
     def _window_context(self, cond: torch.Tensor, margin: int) -> torch.Tensor:
-        missing = self.context_radius - margin
+        radius = self.context_radius(self.config)
+        missing = radius - margin
         if missing < 0:
             raise ValueError(f"the condition's margin of {margin} px exceeds the network's context radius "
-                             f"{self.context_radius} px")
+                             f"{radius} px")
         if missing == 0:
             return cond
         # Reflection needs more pixels than it mirrors; a smaller image repeats its edge instead.

@@ -9,7 +9,7 @@ computed once per tile with ``encode_condition`` and reused at every sampler ste
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -110,16 +110,14 @@ class TwoBranchUNet(nn.Module):
     image and the condition run through in turn, and the call that takes either the condition image
     or its cached features. Subclasses build ``encoder`` and the rest, and define how condition
     features are made for an ``x_t`` (``_condition_features_for``) and how both feature stacks are
-    decoded (``_decode``)."""
+    decoded (``_decode``). Each subclass states the metadata of ``DenoisingNetwork``
+    (engine.model.protocol)."""
 
-    architecture = ""
+    architecture: ClassVar[str] = ""
 
     def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int, emb_dim: int):
         super().__init__()
-        config.validate()
-        if config.architecture != self.architecture:
-            raise ValueError(f"{type(self).__name__} needs architecture '{self.architecture}', "
-                             f"got '{config.architecture}'")
+        self.validate_config(config)
         self.config = config
         self.out_channels = out_channels
         self.cond_channels = cond_channels
@@ -127,6 +125,16 @@ class TwoBranchUNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Stands in for the time embedding in a time-free condition branch.
         self.condition_embedding = nn.Parameter(torch.zeros(emb_dim))
+
+    @classmethod
+    def validate_config(cls, config: UNetConfig) -> None:
+        if config.architecture != cls.architecture:
+            raise ValueError(f"{cls.__name__} needs architecture '{cls.architecture}', got '{config.architecture}'")
+        if config.decoder_res_blocks != config.encoder_res_blocks + 1:
+            # Each decoder block consumes exactly one skip of each branch, as in improved-diffusion.
+            raise ValueError("decoder_res_blocks must equal encoder_res_blocks + 1")
+        if config.condition_window < 1 or config.condition_window % 2 == 0:
+            raise ValueError(f"condition_window must be an odd number of pixels, got {config.condition_window}")
 
     def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_embed(timestep_embedding(t, self.config.base_channels))
@@ -167,6 +175,11 @@ class ConditionalUNet(TwoBranchUNet):
     """eps_theta(x_t, t, c): predicts the noise in ``x_t`` given the image condition ``c``."""
 
     architecture = "multiscale"
+    description = ("the paper's UNet: downsampling levels, GroupNorm and attention; its output at a pixel "
+                   "depends on the whole tile")
+    # Its GroupNorm and attention statistics follow the tile's extent, so it is best near twice its
+    # training crop (docs/tiling.md).
+    default_inference_tile = 64
 
     def __init__(self, config: UNetConfig, out_channels: int, cond_channels: int):
         base = config.base_channels
@@ -215,6 +228,14 @@ class ConditionalUNet(TwoBranchUNet):
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+
+    @classmethod
+    def context_radius(cls, config: UNetConfig) -> Optional[int]:
+        return None
+
+    @classmethod
+    def size_multiple(cls, config: UNetConfig) -> int:
+        return 2 ** (len(config.channel_multipliers) - 1)
 
     @property
     def training_margin(self) -> int:

@@ -1,21 +1,20 @@
-"""``python -m engine infer IN.tif OUT.tif [options]``: argument wiring for ``infer_raster``.
+"""``python -m engine infer IN.tif OUT.tif [options]``: the command line of ``run_inference``.
 
-``engine.cli`` calls ``add_infer_arguments(parser)`` and dispatches to ``run_infer(args)``; errors
-derived from ``EngineError`` propagate to it (it prints them and exits with status 2).
+``engine.cli`` calls ``add_infer_arguments(parser)`` and dispatches to ``run_infer(args)``. Every
+argument's ``dest`` is the ``InferenceSettings`` field it sets, so the arguments become one
+``InferenceSettings`` (checked there, against ``engine.settings.LIMITS``). Errors derived from
+``EngineError`` propagate to ``engine.cli``, which prints them with the flag whose ``dest`` is the
+error's ``parameter`` in front (``--overlap: overlap 32 must ...``) and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from engine.raster.windows import DEFAULT_OVERLAP
-
-
-def _bands(text: str):
-    from engine.raster.io import parse_bands
-
-    return parse_bands(text)
+from engine.diffusion import sampler_catalog
+from engine.settings import DEFAULT_OVERLAP, PDT_OFF, Callbacks, InferenceSettings
 
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +28,8 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}); half of it is mirrored "
                         "beyond the raster's border as context")
-    p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="default: the bundle's")
+    p.add_argument("--sampler", choices=sampler_catalog.names(),
+                   help=f"{sampler_catalog.help_text()} (default: the bundle's)")
     p.add_argument("--steps", type=int, help="sampler steps per stage (default: the bundle's)")
     p.add_argument("--guidance", type=float, help="ICMG guidance weight (0 turns guidance off)")
     p.add_argument("--pdt", type=float, nargs=2, metavar=("P1", "P2"), help="PDT p_T of stages 1 and 2")
@@ -39,25 +39,33 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, help="tiles per network call (default 8 on CUDA, 1 on the CPU); "
                                              "halved automatically on CUDA out-of-memory")
     p.add_argument("--stage1-output", metavar="F", help="also write the stage-1 (coarser spectral) image to F")
-    p.add_argument("--uncertainty", metavar="F", help="also write the per-band standard deviation of the "
-                                                      "samples to F (needs --samples K >= 2)")
+    p.add_argument("--uncertainty", dest="uncertainty_output", metavar="F",
+                   help="also write the per-band standard deviation of the samples to F (needs --samples K >= 2)")
     p.add_argument("--samples", type=int, default=1, metavar="K",
                    help="average K samples drawn with seeds seed..seed+K-1 (default 1)")
-    p.add_argument("--expect-bands", type=int, metavar="N", help="refuse a model that does not output N bands")
+    p.add_argument("--expect-bands", dest="expected_band_count", type=int, metavar="N",
+                   help="refuse a model that does not output N bands")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run_infer(args) -> int:
-    from engine.raster.pipeline import infer_raster
+def settings_from_arguments(args) -> InferenceSettings:
+    """The parsed arguments as one InferenceSettings."""
+    fields = {f.name for f in dataclasses.fields(InferenceSettings)}
+    chosen = {name: value for name, value in vars(args).items() if name in fields}
+    chosen["pdt"] = (PDT_OFF, PDT_OFF) if args.no_pdt else (tuple(args.pdt) if args.pdt else (None, None))
+    return InferenceSettings(**chosen)
 
-    pdt = ("off", "off") if args.no_pdt else (tuple(args.pdt) if args.pdt else (None, None))
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
 
-        bar = tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
 
+    return tqdm(total=1000, unit="‰", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+
+def _callbacks(bar) -> Callbacks:
     def show_progress(fraction: float, message: str) -> None:
         bar.n = int(round(1000 * max(0.0, min(1.0, fraction))))
         bar.set_postfix_str(message, refresh=False)
@@ -69,21 +77,25 @@ def run_infer(args) -> int:
         else:
             print(message, file=sys.stderr)
 
+    return Callbacks(progress=show_progress if bar is not None else None, log=log)
+
+
+def _summary(report) -> str:
+    extras = "".join(f", {label} {path}" for label, path in
+                     (("stage 1", report.stage1_output), ("uncertainty", report.uncertainty_output)) if path)
+    return (f"wrote {report.output_path} ({report.width} x {report.height} px, {report.bands} bands{extras}) "
+            f"in {report.seconds:.1f} s: {report.tiles_run} tiles run, {report.tiles_skipped} empty tiles skipped, "
+            f"{report.megapixels_per_second:.3f} MPix/s on {report.device}")
+
+
+def run_infer(args) -> int:
+    from engine.raster.pipeline import run_inference
+
+    bar = _progress_bar(args.quiet)
     try:
-        report = infer_raster(
-            args.input, args.output, model=args.model, bands=_bands(args.bands), tile=args.tile,
-            overlap=args.overlap, sampler=args.sampler, steps=args.steps, guidance=args.guidance, pdt=pdt,
-            seed=args.seed, device=args.device, batch=args.batch, stage1_output=args.stage1_output,
-            uncertainty_output=args.uncertainty, samples=args.samples,
-            progress=show_progress if bar is not None else None, log=log,
-            expected_band_count=args.expect_bands,
-        )
+        report = run_inference(settings_from_arguments(args), _callbacks(bar))
     finally:
         if bar is not None:
             bar.close()
-    extras = "".join(f", {label} {path}" for label, path in
-                     (("stage 1", report.stage1_output), ("uncertainty", report.uncertainty_output)) if path)
-    print(f"wrote {report.output_path} ({report.width} x {report.height} px, {report.bands} bands{extras}) "
-          f"in {report.seconds:.1f} s: {report.tiles_run} tiles run, {report.tiles_skipped} empty tiles skipped, "
-          f"{report.megapixels_per_second:.3f} MPix/s on {report.device}")
+    print(_summary(report))
     return 0

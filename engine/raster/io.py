@@ -5,14 +5,8 @@ green and blue channels. They are read window by window as float32 together with
 that combines everything GDAL knows about invalid pixels (the nodata value, an internal or
 sidecar mask, an alpha band: ``read_masks``) and non-finite values (NaN, inf).
 
-Output: tiled (256 x 256), DEFLATE-compressed (floating-point predictor), BigTIFF-when-needed
-float32 GeoTIFFs with the input's CRS, geotransform (rotation and shear terms included) or GCPs,
-size and nodata, and the spectral metadata conventions GDAL, QGIS, ENVI and the EnMAP-Box read:
-
-- per band, default domain: ``wavelength`` (nm), ``wavelength_units=Nanometers``, ``fwhm`` (nm);
-- per band, ``IMAGERY`` domain (GDAL's RFC 100 convention): ``CENTRAL_WAVELENGTH_UM``, ``FWHM_UM``;
-- per band description ``Band 12 (550.0 nm)``;
-- dataset ``ENVI`` domain: ``wavelength``, ``fwhm`` as ``{v1, v2, ...}`` and ``wavelength_units``.
+Output files are written by an output format (``engine.raster.formats``); this module gives them
+the nodata value, the partial files that make their writing atomic, and the block assembly.
 
 Nodata of the output: the input's nodata value when float32 represents it exactly (it is then
 converted), NaN when the input has a nodata value float32 cannot hold, or has none but can still
@@ -33,7 +27,7 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -42,6 +36,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from engine.errors import InputError
+from engine.settings import parse_bands
 
 BLOCK_SIZE = 256
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64", "float32", "float64")
@@ -49,6 +44,15 @@ SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int6
 
 # ----------------------------------------------------------------------------------------------
 # input
+
+
+@dataclass(frozen=True)
+class Georeference:
+    """Where a raster lies: CRS and geotransform, or ground control points (``gcps``: points, CRS)."""
+
+    crs: Optional[object]
+    transform: object
+    gcps: Tuple[list, Optional[object]] = ([], None)
 
 
 @dataclass(frozen=True)
@@ -68,66 +72,75 @@ class InputInfo:
     can_be_invalid: bool
     descriptions: Tuple[Optional[str], ...] = field(default=())
 
+    @property
+    def georeference(self) -> Georeference:
+        return Georeference(self.crs, self.transform, self.gcps)
 
-def parse_bands(bands) -> Tuple[int, ...]:
-    """``"1,2,3"`` or a sequence of ints -> tuple of ints (no range check yet)."""
-    if isinstance(bands, str):
-        parts = [p.strip() for p in bands.split(",") if p.strip()]
-        try:
-            return tuple(int(p) for p in parts)
-        except ValueError:
-            raise InputError(f"cannot read band list '{bands}': give 1-based band numbers such as 1,2,3") from None
+
+def _open_input(path: str):
+    if not os.path.exists(path):
+        raise InputError(f"input raster '{path}' does not exist: check the path", parameter="input")
+    if os.path.isdir(path):
+        raise InputError(f"input '{path}' is a folder, not a raster file: give the path of a GeoTIFF or other "
+                         "GDAL raster", parameter="input")
     try:
-        return tuple(int(b) for b in bands)
-    except (TypeError, ValueError):
-        raise InputError(f"cannot read band list {bands!r}: give 1-based band numbers such as (1, 2, 3)") from None
+        return rasterio.open(path)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputError(f"cannot read '{path}' as a raster ({exc}): give a GeoTIFF or another format GDAL opens",
+                         parameter="input") from None
+
+
+def _check_bands(src, path: str, bands: Tuple[int, ...], expected_bands: int) -> None:
+    count = src.count
+    if count < 3:
+        raise InputError(
+            f"'{path}' has {count} band{'s' if count != 1 else ''}; the model needs an RGB image: "
+            "give a raster with at least three bands (red, green, blue)", parameter="input")
+    if len(bands) != expected_bands:
+        raise InputError(
+            f"the model takes {expected_bands} input bands (red, green, blue) but {len(bands)} band numbers "
+            f"were given ({', '.join(map(str, bands))}): give exactly {expected_bands}, e.g. 1,2,3", parameter="bands")
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise InputError(
+            f"band number{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} out of range: '{path}' has bands "
+            f"1 to {count}; choose the red, green and blue bands among them (e.g. 1,2,3)", parameter="bands")
+    if len(set(bands)) != len(bands):
+        raise InputError(f"band numbers {bands} repeat a band: give three different bands for red, green and blue",
+                         parameter="bands")
+
+
+def _pixel_type(src, path: str, bands: Tuple[int, ...]) -> str:
+    """The bands' common type, float64 when they differ; refuses types the model cannot use."""
+    dtypes = {src.dtypes[b - 1] for b in bands}
+    unsupported = sorted(d for d in dtypes if d not in SUPPORTED_DTYPES)
+    if unsupported:
+        raise InputError(f"'{path}' holds {', '.join(unsupported)} pixels, which the model cannot use: "
+                         "convert the bands to an integer or floating-point type (e.g. gdal_translate -ot Float32)",
+                         parameter="input")
+    return src.dtypes[bands[0] - 1] if len(dtypes) == 1 else "float64"
+
+
+def _describe(src, path: str, bands: Tuple[int, ...], dtype: str) -> InputInfo:
+    flags = [set(src.mask_flag_enums[b - 1]) for b in bands]
+    all_valid = all(f == {MaskFlags.all_valid} for f in flags)
+    floating = any(np.issubdtype(np.dtype(src.dtypes[b - 1]), np.floating) for b in bands)
+    return InputInfo(
+        path=path, width=src.width, height=src.height, count=src.count, bands=tuple(bands), dtype=dtype,
+        crs=src.crs, transform=src.transform, nodata=src.nodata,
+        gcps=src.gcps if src.gcps and src.gcps[0] else ([], None),
+        can_be_invalid=not all_valid or floating or src.nodata is not None,
+        descriptions=tuple(src.descriptions),
+    )
 
 
 def inspect_input(path, bands=(1, 2, 3), expected_bands: int = 3) -> InputInfo:
     """Open ``path``, check it can feed the model, and describe it; raises ``InputError``."""
     path = str(path)
     bands = parse_bands(bands)
-    if not os.path.exists(path):
-        raise InputError(f"input raster '{path}' does not exist: check the path")
-    if os.path.isdir(path):
-        raise InputError(f"input '{path}' is a folder, not a raster file: give the path of a GeoTIFF or other GDAL raster")
-    try:
-        src = rasterio.open(path)
-    except (RasterioIOError, RasterioError) as exc:
-        raise InputError(f"cannot read '{path}' as a raster ({exc}): give a GeoTIFF or another format GDAL opens") from None
-    with src:
-        count = src.count
-        if count < 3:
-            raise InputError(
-                f"'{path}' has {count} band{'s' if count != 1 else ''}; the model needs an RGB image: "
-                "give a raster with at least three bands (red, green, blue)")
-        if len(bands) != expected_bands:
-            raise InputError(
-                f"the model takes {expected_bands} input bands (red, green, blue) but {len(bands)} band numbers "
-                f"were given ({', '.join(map(str, bands))}): give exactly {expected_bands}, e.g. --bands 1,2,3")
-        bad = [b for b in bands if not 1 <= b <= count]
-        if bad:
-            raise InputError(
-                f"band number{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} out of range: '{path}' has bands "
-                f"1 to {count}; choose the red, green and blue bands among them (e.g. --bands 1,2,3)")
-        if len(set(bands)) != len(bands):
-            raise InputError(f"band numbers {bands} repeat a band: give three different bands for red, green and blue")
-        dtypes = {src.dtypes[b - 1] for b in bands}
-        unsupported = sorted(d for d in dtypes if d not in SUPPORTED_DTYPES)
-        if unsupported:
-            raise InputError(f"'{path}' holds {', '.join(unsupported)} pixels, which the model cannot use: "
-                             "convert the bands to an integer or floating-point type (e.g. gdal_translate -ot Float32)")
-        dtype = src.dtypes[bands[0] - 1] if len(dtypes) == 1 else "float64"
-        flags = [set(src.mask_flag_enums[b - 1]) for b in bands]
-        all_valid = all(f == {MaskFlags.all_valid} for f in flags)
-        floating = any(np.issubdtype(np.dtype(src.dtypes[b - 1]), np.floating) for b in bands)
-        return InputInfo(
-            path=path, width=src.width, height=src.height, count=count, bands=tuple(bands), dtype=dtype,
-            crs=src.crs, transform=src.transform, nodata=src.nodata,
-            gcps=src.gcps if src.gcps and src.gcps[0] else ([], None),
-            can_be_invalid=not all_valid or floating or src.nodata is not None,
-            descriptions=tuple(src.descriptions),
-        )
+    with _open_input(path) as src:
+        _check_bands(src, path, bands, expected_bands)
+        return _describe(src, path, bands, _pixel_type(src, path, bands))
 
 
 class RGBReader:
@@ -188,115 +201,54 @@ def output_nodata(info: InputInfo) -> Optional[float]:
     return float("nan") if info.can_be_invalid else None
 
 
-def check_output_path(path, input_path=None) -> Path:
-    """Check an output path can be written; raises ``InputError`` naming the problem and the fix."""
+def check_output_path(path, input_path=None, parameter: str = "output") -> Path:
+    """Check an output path can be written; raises ``InputError(parameter=parameter)`` naming the
+    problem and the fix."""
     if path is None or str(path) == "":
-        raise InputError("no output path given: name the GeoTIFF to write")
+        raise InputError("no output path given: name the raster to write", parameter=parameter)
     out = Path(path).expanduser()
     if out.is_dir():
-        raise InputError(f"output '{out}' is a folder: give a file name such as {out / 'result.tif'}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.exists():
-        raise InputError(f"the output folder '{folder}' does not exist: create it or choose another output path")
-    if not folder.is_dir():
-        raise InputError(f"'{folder}' is not a folder: choose an output path inside an existing folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"the output folder '{folder}' is read-only: choose a folder you can write to")
+        raise InputError(f"output '{out}' is a folder: give a file name such as {out / 'result.tif'}",
+                         parameter=parameter)
+    _check_folder(out.parent if str(out.parent) else Path("."), parameter)
     if input_path is not None and out.exists():
         try:
             if out.resolve() == Path(input_path).resolve() or out.samefile(input_path):
-                raise InputError(f"output '{out}' is the input raster: choose another output path")
+                raise InputError(f"output '{out}' is the input raster: choose another output path",
+                                 parameter=parameter)
         except OSError:
             pass
     return out
 
 
-def partial_path(dest: Path) -> Path:
-    """Create (empty) and return a unique temporary file beside ``dest``: ``.<name>.partial-XXXX.tif``."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.partial-", suffix=".tif", dir=str(dest.parent))
-    except OSError as exc:
-        raise InputError(f"cannot write in the output folder '{dest.parent}' ({exc.strerror}): "
-                         "choose a folder you can write to") from None
-    os.close(fd)
-    # mkstemp makes the file private (0600); the result should get the usual permissions.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(name, 0o666 & ~mask)
-    return Path(name)
-
-
-def envi_list(values: Sequence[float], digits: int = 4) -> str:
-    return "{" + ", ".join(f"{v:.{digits}f}".rstrip("0").rstrip(".") for v in values) + "}"
-
-
-def format_nm(value: float) -> str:
-    return f"{value:.4f}".rstrip("0").rstrip(".")
-
-
-def format_um(value_nm: float) -> str:
-    return f"{value_nm / 1000.0:.7f}".rstrip("0").rstrip(".")
-
-
-def open_output(path: Path, info: InputInfo, count: int, nodata: Optional[float]):
-    """Create the float32 output GeoTIFF at ``path`` with the input's georeferencing."""
-    profile = dict(
-        driver="GTiff", width=info.width, height=info.height, count=count, dtype="float32",
-        crs=info.crs, transform=info.transform, nodata=nodata,
-        tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, interleave="band",
-        compress="deflate", predictor=3, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
-    )
-    if info.gcps[0]:
-        profile.pop("transform")
-    dst = rasterio.open(str(path), "w", **profile)
-    if info.gcps[0]:
-        dst.gcps = info.gcps
-    return dst
-
-
-def write_spectral_metadata(dst, wavelengths_nm: Sequence[float], fwhm_nm: Optional[Sequence[float]],
-                            tags: Optional[dict] = None) -> None:
-    """Write per-band and dataset-level spectral metadata (see the module docstring)."""
-    wavelengths = [float(w) for w in wavelengths_nm]
-    if len(wavelengths) != dst.count:
-        raise ValueError(f"{len(wavelengths)} wavelengths for {dst.count} bands")
-    fwhms = [float(f) for f in fwhm_nm] if fwhm_nm is not None else None
-    for b, wl in enumerate(wavelengths, start=1):
-        band_tags = {"wavelength": format_nm(wl), "wavelength_units": "Nanometers"}
-        imagery = {"CENTRAL_WAVELENGTH_UM": format_um(wl)}
-        if fwhms is not None:
-            band_tags["fwhm"] = format_nm(fwhms[b - 1])
-            imagery["FWHM_UM"] = format_um(fwhms[b - 1])
-        dst.update_tags(b, **band_tags)
-        dst.update_tags(b, ns="IMAGERY", **imagery)
-        dst.set_band_description(b, f"Band {b} ({wl:.1f} nm)")
-    envi = {"wavelength": envi_list(wavelengths), "wavelength_units": "Nanometers", "bands": str(len(wavelengths))}
-    if fwhms is not None:
-        envi["fwhm"] = envi_list(fwhms)
-    dst.update_tags(ns="ENVI", **envi)
-    if tags:
-        dst.update_tags(**{k: str(v) for k, v in tags.items()})
-
-
-def remove_quietly(path) -> None:
-    for p in (Path(path), Path(str(path) + ".aux.xml")):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
+def _check_folder(folder: Path, parameter: str) -> None:
+    if not folder.exists():
+        raise InputError(f"the output folder '{folder}' does not exist: create it or choose another output path",
+                         parameter=parameter)
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is not a folder: choose an output path inside an existing folder",
+                         parameter=parameter)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"the output folder '{folder}' is read-only: choose a folder you can write to",
+                         parameter=parameter)
 
 
 # ----------------------------------------------------------------------------------------------
 # block assembly
 
 
-@dataclass
+class BlockSink(Protocol):
+    """What ``BlockWriter`` writes to (an output format's open file)."""
+
+    def write_block(self, values: np.ndarray, row_off: int, col_off: int) -> None:
+        """Write (bands, h, w) float32 ``values`` with their top-left pixel at (row_off, col_off)."""
+
+
+@dataclass(frozen=True)
 class OutputTarget:
     """One output file fed from a slice of the assembled channels."""
 
-    dataset: object
+    sink: BlockSink
     channels: slice
 
 
@@ -376,9 +328,8 @@ class BlockWriter:
         return blk
 
     def _write(self, blk: _Block) -> None:
-        window = Window(blk.col_off, blk.row_off, blk.width, blk.height)
         for target in self.targets:
-            target.dataset.write(blk.data[target.channels], window=window)
+            target.sink.write_block(blk.data[target.channels], blk.row_off, blk.col_off)
         if blk.slot is not None:
             self._free_slots.append(blk.slot)
             blk.slot = None

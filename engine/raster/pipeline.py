@@ -1,7 +1,11 @@
 """Seamless, streaming, georeferenced spectral super-resolution of rasters of any size.
 
-``infer_raster`` reads an RGB raster tile by tile, runs the cascade on batches of tiles, blends the
-overlapping results and streams float32 hyperspectral GeoTIFF(s) to disk; see docs/architecture.md.
+``run_inference(settings)`` reads an RGB raster tile by tile, has a tile runner run the cascade on
+batches of tiles, blends the overlapping results and streams float32 hyperspectral rasters to disk.
+The work is split into a plan (``engine.raster.plan``: tiling, channels, outputs, computed before
+anything is opened), a runner (``engine.raster.runners``), the reassembly of its results in grid
+order (``engine.raster.reassembly``), the blender (``engine.raster.blending``) and an output format
+(``engine.raster.formats``). ``infer_raster`` is the same call with keyword arguments.
 
 Seamlessness
     * Noise comes from ``PositionalNoise``: one Gaussian field keyed by (seed, stage, step, band,
@@ -23,24 +27,22 @@ Seamlessness
     statistics, attention over the tile); the blending hides it, ``tests/test_raster_pipeline.py``
     measures it.
 
-Streaming and memory (the blending scheme)
-    Tiles are processed in row-major order. Each axis is cut at every tile start and end into
-    *pieces*; a *cell* (row piece x column piece) is covered by a known set of tiles. A cell covered
-    by one tile (a tile's core) is final as soon as that tile is done and is passed on at once; a
-    cell in an overlap keeps a weighted sum and a weight sum only until its last covering tile has
-    been added, then is normalised and passed on. Open cells are therefore the overlap band below
-    the current tile row (overlap rows x raster width) plus the overlap right of the current tile:
-    for 16384 columns, 48 bands and 45 overlap rows that is ~145 MB. Final pixels go to an
-    ``io.BlockWriter`` which writes whole 256 x 256 output blocks exactly once (compressed blocks are
-    never rewritten) and spills blocks that wait for the next tile row to an anonymous scratch file
-    when more than its budget (default 128 MB) is held. GDAL's block cache is capped at 64 MB.
-    Nothing else grows with the raster: peak memory is set by the tile size, batch and band count.
+Streaming and memory
+    Tiles are read in row-major order and blended in that order (``blending.TileBlender``); open
+    cells are the overlap band below the current tile row (overlap rows x raster width) plus the
+    overlap right of the current tile: for 16384 columns, 48 bands and 45 overlap rows that is
+    ~145 MB. At most ``InferencePlan.tiles_in_flight`` tile results wait between the runner and the
+    blender. Final pixels go to an ``io.BlockWriter`` which writes whole 256 x 256 output blocks
+    exactly once (compressed blocks are never rewritten) and spills blocks that wait for the next
+    tile row to an anonymous scratch file when more than its budget (default 128 MB) is held. GDAL's
+    block cache is capped at 64 MB. Nothing else grows with the raster: peak memory is set by the
+    tile size, batch and band count.
 
 Atomic output
-    Every output is written to ``.<name>.partial-<random>.tif`` beside its destination and renamed
-    over the destination only after all outputs are complete; after an error, a cancel or a
-    KeyboardInterrupt the partial files are deleted. Input problems raise ``InputError`` before any
-    file is created.
+    Every output is written to a partial file beside its destination and renamed over the destination
+    only after all outputs are complete; after an error, a cancel or a KeyboardInterrupt the partial
+    files are deleted (``formats.atomic``). Input problems raise ``InputError`` before any file is
+    created.
 """
 
 from __future__ import annotations
@@ -51,97 +53,24 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import rasterio
 
-from engine.config import override_sampler
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
 from engine.raster import io as rio
-from engine.raster.windows import (DEFAULT_OVERLAP, Tile, TileGrid, axis_segments, border_margin,
-                                   padded_size, reflect_index, reflect_pad, tile_grid)
-
-ProgressFn = Optional[Callable[[float, str], None]]
-CancelFn = Optional[Callable[[], bool]]
-LogFn = Optional[Callable[[str], None]]
+from engine.raster.blending import TileBlender
+from engine.raster.formats import OutputSpec, format_for
+from engine.raster.formats.atomic import AtomicOutputs
+from engine.raster.plan import ChannelLayout, InferencePlan, ModelFacts, Tiling, make_plan
+from engine.raster.reassembly import Reassembly
+from engine.raster.runners import RunnerContext, TileJob, runner_class
+from engine.raster.windows import Tile, reflect_index
+from engine.settings import Callbacks, InferenceSettings
 
 GDAL_CACHE_MB = 64
-DEFAULT_WRITER_BUDGET = 128 << 20
-
-
-# ----------------------------------------------------------------------------------------------
-# blending
-
-
-class TileBlender:
-    """Blends overlapping tile results and hands on each finished cell exactly once.
-
-    ``add(tile, values, weights, valid)`` takes a tile's (C, h, w) float32 values (or ``None`` for a
-    tile that was skipped because it holds no valid pixel), its (h, w) blend weights and validity.
-    ``emit(row_off, col_off, values_or_None, valid)`` receives finished rectangles: they are disjoint
-    and cover the raster once all tiles have been added. ``None`` means no tile contributed (the
-    rectangle lies inside a skipped tile, so it is entirely invalid).
-    """
-
-    def __init__(self, grid: TileGrid, channels: int,
-                 emit: Callable[[int, int, Optional[np.ndarray], np.ndarray], None]):
-        self.grid = grid
-        self.channels = channels
-        self.emit = emit
-        self.row_pieces = axis_segments(grid.row_spans)
-        self.col_pieces = axis_segments(grid.col_spans)
-        self._rows_of = [[k for k, p in enumerate(self.row_pieces) if i in p[2]] for i in range(len(grid.row_spans))]
-        self._cols_of = [[k for k, p in enumerate(self.col_pieces) if j in p[2]] for j in range(len(grid.col_spans))]
-        self._open: Dict[Tuple[int, int], list] = {}
-        self.peak_open_bytes = 0
-        self._open_bytes = 0
-
-    def add(self, tile: Tile, values: Optional[np.ndarray], weights: np.ndarray, valid: np.ndarray) -> None:
-        for a in self._rows_of[tile.row]:
-            r0, r1, rcover = self.row_pieces[a]
-            rs = slice(r0 - tile.row_off, r1 - tile.row_off)
-            for b in self._cols_of[tile.col]:
-                c0, c1, ccover = self.col_pieces[b]
-                cs = slice(c0 - tile.col_off, c1 - tile.col_off)
-                total = len(rcover) * len(ccover)
-                if total == 1:
-                    self.emit(r0, c0, None if values is None else values[:, rs, cs], valid[rs, cs])
-                    continue
-                entry = self._open.get((a, b))
-                if entry is None:
-                    entry = [total, None, None]
-                    self._open[(a, b)] = entry
-                if values is not None:
-                    w = weights[rs, cs]
-                    if entry[1] is None:
-                        entry[1] = values[:, rs, cs] * w
-                        entry[2] = w.copy()
-                        self._open_bytes += entry[1].nbytes + entry[2].nbytes
-                        self.peak_open_bytes = max(self.peak_open_bytes, self._open_bytes)
-                    else:
-                        entry[1] += values[:, rs, cs] * w
-                        entry[2] += w
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del self._open[(a, b)]
-                    if entry[1] is None:
-                        self.emit(r0, c0, None, valid[rs, cs])
-                    else:
-                        self._open_bytes -= entry[1].nbytes + entry[2].nbytes
-                        # Zero total weight only where every covering tile skipped its own edge
-                        # pixels, i.e. inside a tile without valid pixels: those are nodata anyway.
-                        np.divide(entry[1], entry[2], out=entry[1], where=entry[2] > 0)
-                        self.emit(r0, c0, entry[1], valid[rs, cs])
-
-    @property
-    def open_cells(self) -> int:
-        return len(self._open)
-
-
-# ----------------------------------------------------------------------------------------------
-# settings and report
 
 
 @dataclass
@@ -171,26 +100,88 @@ class InferenceReport:
     extra: dict = field(default_factory=dict)
 
 
-def sampler_settings(config, sampler=None, steps=None, guidance=None, pdt=(None, None)):
-    """The bundle's sampler with the caller's overrides; tiles need the per-pixel truncation scope."""
-    try:
-        return override_sampler(config.sampler, sampler, steps, guidance, pdt, truncation_scope="pixel")
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+# ----------------------------------------------------------------------------------------------
+# entry points
 
 
-def _load_model(model, device: str):
-    from engine.cascade import Cascade
+def infer_raster(input_path, output_path, *, model=None, progress=None, cancel=None, log=None,
+                 **choices) -> InferenceReport:
+    """``run_inference`` with keyword arguments: ``choices`` are ``InferenceSettings`` fields.
 
-    if isinstance(model, Cascade):
-        return model.to(device) if str(model.device) != device else model
+    ``model``: a loaded ``Cascade``, a bundle folder, or None for the bundled default.
+    ``progress(fraction, message)``, ``cancel() -> bool`` and ``log(message)`` as in ``Callbacks``.
+    """
+    cascade = None if model is None or isinstance(model, (str, os.PathLike)) else model
+    settings = InferenceSettings(input=input_path, output=output_path,
+                                 model=None if cascade is not None else model, **choices)
+    return run_inference(settings, Callbacks(progress, cancel, log), cascade=cascade)
+
+
+def run_inference(settings: InferenceSettings, callbacks: Callbacks = Callbacks(), *,
+                  cascade=None) -> InferenceReport:
+    """Reconstruct a hyperspectral raster as ``settings`` say; see the module docstring.
+
+    ``cascade``: an already loaded model to use instead of loading ``settings.model``. Raises
+    ``InputError`` (nothing created) or ``Cancelled`` (nothing left behind).
+    """
+    started = time.perf_counter()
+    job = prepare(settings, cascade)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        run = _Run(job, callbacks)
+        run.execute()
+    seconds = time.perf_counter() - started
+    callbacks.tell(1.0, "done")
+    return run.report(seconds)
+
+
+# ----------------------------------------------------------------------------------------------
+# checks: nothing is created until all of them pass
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run that passed every check: its settings, input, device, model and plan."""
+
+    settings: InferenceSettings
+    info: rio.InputInfo
+    device: str
+    cascade: object
+    plan: InferencePlan
+
+
+def prepare(settings: InferenceSettings, cascade=None) -> PreparedRun:
+    """Check the destinations, the input, the device and the model, and plan the run."""
+    _check_destinations(settings)
+    info = rio.inspect_input(settings.input, settings.bands, expected_bands=3)
+    device = resolve_device(settings.device)
+    cascade = _load_model(settings.model, cascade, device)
+    plan = make_plan(info, ModelFacts.of(cascade.config), settings, device)
+    runner_class(settings.runner)
+    return PreparedRun(settings, info, device, cascade, plan)
+
+
+def _check_destinations(settings: InferenceSettings) -> None:
+    for parameter in ("output", "stage1_output", "uncertainty_output"):
+        path = getattr(settings, parameter)
+        if path is not None or parameter == "output":
+            rio.check_output_path(path, settings.input, parameter)
+            format_for(path, parameter)
+
+
+def _load_model(folder: Optional[str], cascade, device: str):
+    if cascade is not None:
+        return cascade.to(device) if str(cascade.device) != device else cascade
     from engine.bundle import default_bundle_path, load_bundle
 
-    folder = default_bundle_path() if model is None else Path(model)
-    if model is None and not folder.exists():
-        raise InputError(f"no model given and the default model is not installed at {folder}: "
-                         "pass a bundle folder with --model")
-    return load_bundle(folder, device=device)
+    path = default_bundle_path() if folder is None else Path(folder)
+    if folder is None and not path.exists():
+        raise InputError(f"no model given and the default model is not installed at {path}: "
+                         "give a model bundle folder", parameter="model")
+    return load_bundle(path, device=device)
+
+
+# ----------------------------------------------------------------------------------------------
+# one run
 
 
 def _statistics_sample(reader: rio.RGBReader, max_pixels: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
@@ -213,402 +204,208 @@ def _statistics_sample(reader: rio.RGBReader, max_pixels: int = 1 << 20) -> Tupl
     return values, np.ones(values.shape[1:], dtype=bool)
 
 
-# ----------------------------------------------------------------------------------------------
-# the pipeline
+def _fill_value(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The per-raster RGB mean that replaces invalid pixels in every tile."""
+    if not valid.any():
+        return np.zeros(3, dtype=np.float32)
+    return np.array([float(np.mean(rgb[c][valid])) for c in range(3)], dtype=np.float32)
 
 
-class _Outputs:
-    """The partial files, their datasets and their final destinations."""
-
-    def __init__(self):
-        self.items: List[Tuple[Path, Path, object]] = []  # (partial, destination, dataset)
-
-    def create(self, dest: Path, info: rio.InputInfo, count: int, nodata, wavelengths, fwhm, tags) -> object:
-        partial = rio.partial_path(dest)
-        self.items.append((partial, dest, None))
-        dataset = rio.open_output(partial, info, count, nodata)
-        self.items[-1] = (partial, dest, dataset)
-        rio.write_spectral_metadata(dataset, wavelengths, fwhm, tags)
-        return dataset
-
-    def commit(self) -> None:
-        for partial, _, dataset in self.items:
-            dataset.close()
-        for partial, dest, _ in self.items:
-            os.replace(partial, dest)
-            aux = Path(str(partial) + ".aux.xml")
-            if aux.exists():
-                os.replace(aux, Path(str(dest) + ".aux.xml"))
-        self.items = []
-
-    def discard(self) -> None:
-        for partial, _, dataset in self.items:
-            if dataset is not None:
-                try:
-                    dataset.close()
-                except Exception:
-                    pass
-            rio.remove_quietly(partial)
-        self.items = []
-
-
-def infer_raster(
-    input_path,
-    output_path,
-    *,
-    model=None,
-    bands=(1, 2, 3),
-    tile: Optional[int] = None,
-    overlap: int = DEFAULT_OVERLAP,
-    sampler: Optional[str] = None,
-    steps: Optional[int] = None,
-    guidance: Optional[float] = None,
-    pdt=(None, None),
-    seed: int = 0,
-    device: Optional[str] = "auto",
-    batch: Optional[int] = None,
-    stage1_output=None,
-    uncertainty_output=None,
-    samples: int = 1,
-    progress: ProgressFn = None,
-    cancel: CancelFn = None,
-    log: LogFn = None,
-    expected_band_count: Optional[int] = None,
-    writer_memory_bytes: int = DEFAULT_WRITER_BUDGET,
-) -> InferenceReport:
-    """Reconstruct a hyperspectral GeoTIFF from an RGB raster; see the module docstring.
-
-    ``model``: a ``Cascade``, a bundle folder, or None for the bundled default. ``tile`` None takes the
-    bundle's ``inference_tile``. ``sampler``, ``steps``,
-    ``guidance`` and ``pdt`` entries left None take the bundle's defaults (a pdt entry "off" or False
-    disables truncation for that stage). ``samples`` > 1 averages that many samples drawn with seeds
-    ``seed, seed + 1, ...``; ``uncertainty_output`` then receives their per-band standard deviation
-    (ddof = 1). ``expected_band_count``: the number of output bands the caller counts on; a model
-    producing another number is refused. Raises ``InputError`` (nothing created), ``Cancelled`` (nothing left behind).
-    """
-    started = time.perf_counter()
-    say = log or (lambda message: None)
-    tell = progress or (lambda fraction, message: None)
-
-    # ---- checks: nothing is created until all of them pass
-    try:
-        overlap, samples, seed = int(overlap), int(samples), int(seed)
-        tile = None if tile is None else int(tile)
-    except (TypeError, ValueError):
-        raise InputError("tile, overlap, samples and seed must be whole numbers") from None
-    if samples < 1:
-        raise InputError(f"samples must be at least 1, got {samples}")
-    if uncertainty_output is not None and samples < 2:
-        raise InputError("an uncertainty output needs at least two samples: add --samples K with K >= 2")
-    if batch is not None and int(batch) < 1:
-        raise InputError(f"batch must be at least 1, got {batch}")
-    dest = rio.check_output_path(output_path, input_path)
-    extra_dests = {}
-    for name, path in (("stage1", stage1_output), ("uncertainty", uncertainty_output)):
-        if path is not None:
-            extra_dests[name] = rio.check_output_path(path, input_path)
-    all_dests = [dest.resolve()] + [p.resolve() for p in extra_dests.values()]
-    if len(set(all_dests)) != len(all_dests):
-        raise InputError("the output, stage-1 and uncertainty paths must differ: give each its own file name")
-    info = rio.inspect_input(input_path, bands, expected_bands=3)
-    device = resolve_device(device)
-    cascade = _load_model(model, device)
-    config = cascade.config
-    model_inputs = int(getattr(cascade.stage1_model, "cond_channels", 3))
-    if model_inputs != len(info.bands):
-        raise InputError(f"model '{config.name}' takes {model_inputs} input bands but {len(info.bands)} were chosen "
-                         f"({','.join(map(str, info.bands))}): use a model made for RGB input or choose {model_inputs} bands")
-    if expected_band_count is not None and int(expected_band_count) != config.band_count:
-        raise InputError(f"model '{config.name}' produces {config.band_count} bands but {int(expected_band_count)} "
-                         "were expected: choose a model with that band count or drop the expectation")
-    settings = sampler_settings(config, sampler, steps, guidance, pdt)
-    tile = config.inference_tile if tile is None else tile
-    if tile < 8:
-        raise InputError(f"tile size {tile} is too small: use at least 8 (e.g. --tile 256)")
-    if not 0 <= overlap < tile // 2 + 1:
-        raise InputError(f"overlap {overlap} must lie between 0 and half the tile ({tile // 2}): e.g. --overlap 32")
-    inset = config.context_radius or 0
-    if batch is None:
-        batch = 8 if device.startswith("cuda") else 1
-    batch = int(batch)
-
-    n_full = config.band_count
-    stage1_idx = list(config.stage1_indices)
-    n_stage1 = len(stage1_idx)
-    want_stage1 = "stage1" in extra_dests
-    want_unc = "uncertainty" in extra_dests
-    channels = n_full + (n_stage1 if want_stage1 else 0) + (n_full if want_unc else 0)
-    s1_slice = slice(n_full, n_full + n_stage1) if want_stage1 else None
-    var_slice = slice(channels - n_full, channels) if want_unc else None
-
-    margin = max(border_margin(overlap), inset)
-    grid = tile_grid(info.height + 2 * margin, info.width + 2 * margin, tile, overlap)
-    if inset and len(grid) > 1 and overlap < 2 * inset + 1:
-        raise InputError(f"overlap {overlap} px is too small for model '{config.name}', whose output at a pixel "
-                         f"depends on {inset} px of context on each side: use an overlap of at least "
-                         f"{2 * inset + 1} px (e.g. --overlap 16) so that tiles join exactly")
-    multiple = config.size_multiple
-    tile_h, tile_w = grid.row_spans[0][1], grid.col_spans[0][1]
-    # Tiles are padded (by reflection) to a multiple of the network's downsampling factor, and to
-    # at least twice that (and 16 px), so that normalisation layers still see several pixels at the
-    # bottleneck even for a 1 x 1 raster.
-    least = max(2 * multiple, 16)
-    net_h, net_w = padded_size(max(tile_h, least), multiple), padded_size(max(tile_w, least), multiple)
-    nodata = rio.output_nodata(info)
-    fill_nodata = np.float32(nodata if nodata is not None else np.nan)
-
-    outputs = _Outputs()
-    reader = None
-    writer = None
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            reader = rio.RGBReader(info)
-            tell(0.0, "reading image statistics")
-            sample_rgb, sample_valid = _statistics_sample(reader)
-            norm = cascade.normalisation_for(sample_rgb, sample_valid)
-            if sample_valid.any():
-                fill = np.array([float(np.mean(sample_rgb[c][sample_valid])) for c in range(3)], dtype=np.float32)
-            else:
-                fill = np.zeros(3, dtype=np.float32)
-            say(f"{info.width} x {info.height} px, {len(grid)} tiles of {tile_h} x {tile_w} "
-                f"(network {net_h} x {net_w}), device {device}, batch {batch}, normalisation "
-                f"offset {norm.offset:g} scale {norm.scale:g}")
-
-            tags = {
-                "SCDM_MODEL": config.name,
-                "SCDM_SAMPLER": settings.name,
-                "SCDM_STEPS": settings.steps,
-                "SCDM_GUIDANCE": settings.guidance,
-                "SCDM_PDT": f"{settings.pdt_stage1},{settings.pdt_stage2}",
-                "SCDM_TRUNCATION": f"{settings.truncation_target}/{settings.truncation_scope}",
-                "SCDM_SEED": seed,
-                "SCDM_SAMPLES": samples,
-                "SCDM_INPUT": os.path.abspath(info.path),
-                "SCDM_INPUT_BANDS": ",".join(map(str, info.bands)),
-                "SCDM_TILE": f"{tile_h}x{tile_w}",
-                "SCDM_OVERLAP": overlap,
-                "SCDM_NORMALISATION": f"offset={norm.offset:g},scale={norm.scale:g}",
-                "SCDM_UNITS": config.output_units,
-            }
-            fwhm = list(config.fwhm_nm) if config.fwhm_nm else None
-            wl = list(config.wavelengths_nm)
-            targets = []
-            main_ds = outputs.create(dest, info, n_full, nodata, wl, fwhm,
-                                     dict(tags, SCDM_PRODUCT="mean of samples" if samples > 1 else "sample"))
-            targets.append(rio.OutputTarget(main_ds, slice(0, n_full)))
-            if want_stage1:
-                ds = outputs.create(extra_dests["stage1"], info, n_stage1, nodata,
-                                    [wl[i] for i in stage1_idx], [fwhm[i] for i in stage1_idx] if fwhm else None,
-                                    dict(tags, SCDM_PRODUCT="stage-1 estimate"))
-                targets.append(rio.OutputTarget(ds, s1_slice))
-            if want_unc:
-                ds = outputs.create(extra_dests["uncertainty"], info, n_full, nodata, wl, fwhm,
-                                    dict(tags, SCDM_PRODUCT=f"per-band standard deviation of {samples} samples"))
-                targets.append(rio.OutputTarget(ds, var_slice))
-
-            writer = rio.BlockWriter(targets, info.height, info.width, channels,
-                                     memory_bytes=writer_memory_bytes, scratch_dir=str(dest.parent))
-
-            def emit(row_off, col_off, values, valid):
-                # Cells arrive in the coordinates of the mirrored extension: keep what lies on the raster.
-                rows = slice(max(0, margin - row_off), min(valid.shape[0], info.height + margin - row_off))
-                cols = slice(max(0, margin - col_off), min(valid.shape[1], info.width + margin - col_off))
-                if rows.start >= rows.stop or cols.start >= cols.stop:
-                    return
-                valid = valid[rows, cols]
-                if values is not None:
-                    values = np.ascontiguousarray(values[:, rows, cols])
-                row_off, col_off = row_off + rows.start - margin, col_off + cols.start - margin
-                if values is None:
-                    values = np.full((channels,) + valid.shape, fill_nodata, dtype=np.float32)
-                else:
-                    if var_slice is not None:
-                        np.sqrt(np.maximum(values[var_slice], 0.0), out=values[var_slice])
-                    if not valid.all():
-                        values[:, ~valid] = fill_nodata
-                writer.put(row_off, col_off, values)
-
-            blender = TileBlender(grid, channels, emit)
-            runner = _BatchRunner(cascade, settings, seed, samples, batch, norm, device, cancel, say,
-                                  n_full, stage1_idx if want_stage1 else None, want_unc, channels,
-                                  (tile_h, tile_w), (net_h, net_w))
-            total = len(grid)
-            done = [0]
-            skipped = 0
-
-            def report(frac_in_batch: float, size: int):
-                fraction = min(1.0, (done[0] + frac_in_batch * size) / total)
-                tell(fraction, f"tile {min(done[0] + size, total)} / {total}")
-
-            pending: List[Tuple[Tile, np.ndarray, np.ndarray]] = []
-
-            def flush():
-                if not pending:
-                    return
-                # Noise is keyed by raster pixel, whatever the margin (mirrored pixels sit at negative rows/cols).
-                results = runner.run([(t.row_off - margin, t.col_off - margin, x) for t, x, _ in pending],
-                                     lambda f: report(f, len(pending)))
-                for (t, _, ok), values in zip(pending, results):
-                    blender.add(t, values, grid.weights(t, inset), ok)
-                done[0] += len(pending)
-                pending.clear()
-                del results
-                release_memory()
-                report(0.0, 0)
-
-            for t in grid:
-                if cancel is not None and cancel():
-                    raise Cancelled("raster inference was cancelled")
-                rgb, ok = _read_mirrored(reader, t, margin, info.height, info.width)
-                if not ok.any():
-                    # Keep row-major order: earlier tiles first, then this empty one.
-                    flush()
-                    blender.add(t, None, None, ok)
-                    done[0] += 1
-                    skipped += 1
-                    report(0.0, 0)
-                    continue
-                if not ok.all():
-                    rgb = np.where(ok[None], rgb, fill[:, None, None])
-                pending.append((t, rgb, ok))
-                if len(pending) >= runner.batch:
-                    flush()
-            flush()
-            if cancel is not None and cancel():
-                raise Cancelled("raster inference was cancelled")
-            if writer.pending or blender.open_cells:
-                raise EngineError(f"internal error: {writer.pending} output blocks and {blender.open_cells} "
-                                  "cells left unfinished")
-            reader.close()
-            reader = None
-            tell(1.0, "writing")
-            outputs.commit()
-    except BaseException:
-        outputs.discard()
-        raise
-    finally:
-        if writer is not None:
-            writer.close()
-        if reader is not None:
-            reader.close()
-
-    seconds = time.perf_counter() - started
-    tell(1.0, "done")
-    return InferenceReport(
-        input_path=str(info.path), output_path=str(dest),
-        stage1_output=str(extra_dests["stage1"]) if want_stage1 else None,
-        uncertainty_output=str(extra_dests["uncertainty"]) if want_unc else None,
-        width=info.width, height=info.height, bands=n_full, tiles=len(grid),
-        tiles_run=len(grid) - skipped, tiles_skipped=skipped, tile=tile, overlap=overlap,
-        batch=runner.batch, device=device, sampler=dataclasses.asdict(settings), seed=seed, samples=samples,
-        normalisation={"offset": norm.offset, "scale": norm.scale}, nodata=nodata, seconds=seconds,
-        megapixels_per_second=info.width * info.height / 1e6 / max(seconds, 1e-9),
-        network_passes=runner.network_passes,
-        extra={"peak_open_cell_bytes": blender.peak_open_bytes, "peak_block_bytes": writer.peak_held_bytes,
-               "blocks_spilled": writer.spilled, "blocks_written": writer.blocks_written},
-    )
-
-
-def _read_mirrored(reader: rio.RGBReader, tile: Tile, margin: int, height: int, width: int):
-    """The tile of the raster extended by ``margin`` mirrored pixels per side: RGB and validity."""
-    rows = reflect_index(np.arange(tile.row_off, tile.row_end) - margin, height)
-    cols = reflect_index(np.arange(tile.col_off, tile.col_end) - margin, width)
+def _read_mirrored(reader: rio.RGBReader, tile: Tile, tiling: Tiling) -> Tuple[np.ndarray, np.ndarray]:
+    """The tile of the raster extended by the mirrored margin: RGB and validity."""
+    rows = reflect_index(np.arange(tile.row_off, tile.row_end) - tiling.margin, tiling.height)
+    cols = reflect_index(np.arange(tile.col_off, tile.col_end) - tiling.margin, tiling.width)
     r0, c0 = int(rows.min()), int(cols.min())
     rgb, ok = reader.read(r0, c0, int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1)
     return rgb[:, rows - r0][:, :, cols - c0], ok[rows - r0][:, cols - c0]
 
 
-class _BatchRunner:
-    """Runs the cascade on batches of tiles; halves the batch on CUDA out-of-memory."""
+def _tags(job: PreparedRun, norm) -> dict:
+    """The SCDM_* tags every output carries (their order is the order they are written in)."""
+    sampler, tiling = job.plan.sampler, job.plan.tiling
+    tile_h, tile_w = tiling.tile_size
+    return {
+        "SCDM_MODEL": job.cascade.config.name,
+        "SCDM_SAMPLER": sampler.name,
+        "SCDM_STEPS": sampler.steps,
+        "SCDM_GUIDANCE": sampler.guidance,
+        "SCDM_PDT": f"{sampler.pdt_stage1},{sampler.pdt_stage2}",
+        "SCDM_TRUNCATION": f"{sampler.truncation_target}/{sampler.truncation_scope}",
+        "SCDM_SEED": job.plan.seed,
+        "SCDM_SAMPLES": job.plan.samples,
+        "SCDM_INPUT": os.path.abspath(job.info.path),
+        "SCDM_INPUT_BANDS": ",".join(map(str, job.info.bands)),
+        "SCDM_TILE": f"{tile_h}x{tile_w}",
+        "SCDM_OVERLAP": tiling.overlap,
+        "SCDM_NORMALISATION": f"offset={norm.offset:g},scale={norm.scale:g}",
+        "SCDM_UNITS": job.cascade.config.output_units,
+    }
 
-    def __init__(self, cascade, settings, seed, samples, batch, norm, device, cancel, say,
-                 n_full, stage1_idx, want_var, channels, tile_hw, net_hw):
-        self.cascade, self.settings, self.seed, self.samples = cascade, settings, seed, samples
-        self.batch, self.norm, self.device, self.cancel, self.say = batch, norm, device, cancel, say
-        self.n_full, self.stage1, self.want_var, self.channels = n_full, stage1_idx, want_var, channels
-        self.tile_hw, self.net_hw = tile_hw, net_hw
-        self.network_passes = 0
 
-    def run(self, items: Sequence[Tuple[int, int, np.ndarray]], progress: Callable[[float], None]) -> List[np.ndarray]:
-        results: List[np.ndarray] = []
-        start = 0
-        while start < len(items):
-            chunk = items[start:start + self.batch]
-            try:
-                results.extend(self._run_chunk(chunk, lambda f: progress((start + f * len(chunk)) / len(items))))
-            except Exception as exc:
-                if not _is_cuda_oom(exc):
-                    raise
-                import torch
+class CellWriter:
+    """Finished cells of the extended grid -> the raster's pixels in output form -> the BlockWriter:
+    the mirrored margin is cut off, variance becomes standard deviation, invalid pixels nodata."""
 
-                torch.cuda.empty_cache()
-                if self.batch == 1:
-                    raise EngineError("out of GPU memory with a single tile: use a smaller --tile or --device cpu") from exc
-                self.batch = max(1, self.batch // 2)
-                self.say(f"CUDA out of memory: batch reduced to {self.batch}")
+    def __init__(self, tiling: Tiling, layout: ChannelLayout, nodata: Optional[float], writer: rio.BlockWriter):
+        self.tiling, self.layout, self.writer = tiling, layout, writer
+        self.fill_nodata = np.float32(nodata if nodata is not None else np.nan)
+
+    def __call__(self, row_off: int, col_off: int, values: Optional[np.ndarray], valid: np.ndarray) -> None:
+        part = self.tiling.on_raster(row_off, col_off, *valid.shape)
+        if part is None:
+            return
+        rows, cols, row, col = part
+        valid = valid[rows, cols]
+        if values is None:
+            values = np.full((self.layout.total,) + valid.shape, self.fill_nodata, dtype=np.float32)
+        else:
+            values = np.ascontiguousarray(values[:, rows, cols])
+            if self.layout.uncertainty is not None:
+                variance = values[self.layout.uncertainty]
+                np.sqrt(np.maximum(variance, 0.0), out=variance)
+            if not valid.all():
+                values[:, ~valid] = self.fill_nodata
+        self.writer.put(row, col, values)
+
+
+class _Run:
+    """One run's open files, stages and counters (see the module docstring)."""
+
+    def __init__(self, job: PreparedRun, callbacks: Callbacks):
+        self.job, self.plan, self.callbacks = job, job.plan, callbacks
+        self.outputs = AtomicOutputs()
+        self.reader: Optional[rio.RGBReader] = None
+        self.writer: Optional[rio.BlockWriter] = None
+        self.tiles_done = 0
+        self.tiles_skipped = 0
+
+    def execute(self) -> None:
+        try:
+            self._open()
+            self._run_tiles()
+            self._finish()
+        except BaseException:
+            self.outputs.discard()
+            raise
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.reader is not None:
+                self.reader.close()
+
+    def _open(self) -> None:
+        job, plan = self.job, self.plan
+        self.reader = rio.RGBReader(job.info)
+        self.callbacks.tell(0.0, "reading image statistics")
+        sample_rgb, sample_valid = _statistics_sample(self.reader)
+        self.norm = job.cascade.normalisation_for(sample_rgb, sample_valid)
+        self.fill = _fill_value(sample_rgb, sample_valid)
+        self._log_start()
+        self._create_outputs()
+        self.blender = TileBlender(plan.tiling.grid, plan.layout.total,
+                                   CellWriter(plan.tiling, plan.layout, plan.nodata, self.writer))
+        context = RunnerContext(job.cascade, plan, self.norm, job.device, self.callbacks)
+        self.runner = runner_class(job.settings.runner)(context)
+        self.reassembly = Reassembly(self.runner, self._deliver, plan.tiles_in_flight)
+
+    def _log_start(self) -> None:
+        job, tiling = self.job, self.plan.tiling
+        (tile_h, tile_w), (net_h, net_w) = tiling.tile_size, tiling.network_size
+        self.callbacks.say(f"{job.info.width} x {job.info.height} px, {len(tiling.grid)} tiles of {tile_h} x {tile_w} "
+                           f"(network {net_h} x {net_w}), device {job.device}, batch {self.plan.batch}, normalisation "
+                           f"offset {self.norm.offset:g} scale {self.norm.scale:g}")
+
+    def _create_outputs(self) -> None:
+        info, tags = self.job.info, _tags(self.job, self.norm)
+        targets = []
+        for output in self.plan.outputs:
+            spec = OutputSpec(width=info.width, height=info.height, band_count=output.band_count,
+                              nodata=self.plan.nodata, georeference=info.georeference,
+                              wavelengths_nm=output.wavelengths_nm, fwhm_nm=output.fwhm_nm,
+                              tags=dict(tags, SCDM_PRODUCT=output.product))
+            sink = self.outputs.create(format_for(output.destination, output.parameter), output.destination, spec,
+                                       output.parameter)
+            targets.append(rio.OutputTarget(sink, output.channels))
+        self.writer = rio.BlockWriter(targets, info.height, info.width, self.plan.layout.total,
+                                      memory_bytes=self.job.settings.writer_memory_bytes,
+                                      scratch_dir=str(self.plan.outputs[0].destination.parent))
+
+    def _run_tiles(self) -> None:
+        tiling = self.plan.tiling
+        pending: List[TileJob] = []
+        masks: List[np.ndarray] = []
+        for index, tile in enumerate(tiling.grid):
+            self._check_cancel()
+            rgb, ok = _read_mirrored(self.reader, tile, tiling)
+            if not ok.any():
+                # Batches are cut before an empty tile, as they always were: which tiles share a
+                # network call changes float rounding, and results stay identical to earlier versions.
+                self._flush(pending, masks)
+                self.reassembly.skip(index, tile, ok)
+                self.tiles_skipped += 1
+                self._report(0.0, 0)
                 continue
-            start += len(chunk)
-        return results
+            if not ok.all():
+                rgb = np.where(ok[None], rgb, self.fill[:, None, None])
+            pending.append(TileJob(index, tile, tiling.raster_origin(tile), rgb))
+            masks.append(ok)
+            if len(pending) >= self.runner.batch:
+                self._flush(pending, masks)
+        self._flush(pending, masks)
+        self.reassembly.drain()
+        self._check_cancel()
 
-    def _run_chunk(self, chunk, progress) -> List[np.ndarray]:
-        import torch
+    def _flush(self, pending: List[TileJob], masks: List[np.ndarray]) -> None:
+        if not pending:
+            return
+        size = len(pending)
+        self.reassembly.submit(list(pending), list(masks), lambda fraction: self._report(fraction, size))
+        pending.clear()
+        masks.clear()
+        release_memory()
+        self._report(0.0, 0)
 
-        from engine.diffusion.noise import PositionalNoise
+    def _deliver(self, tile: Tile, values: Optional[np.ndarray], valid: np.ndarray) -> None:
+        weights = None if values is None else self.plan.tiling.grid.weights(tile, self.plan.tiling.inset)
+        self.blender.add(tile, values, weights, valid)
+        self.tiles_done += 1
 
-        th, tw = self.tile_hw
-        nh, nw = self.net_hw
-        cond = np.stack([reflect_pad(self.norm.to_model(x), nh, nw) for _, _, x in chunk]).astype(np.float32)
-        cond_t = torch.from_numpy(cond).to(self.device)
-        origins = [(r, c) for r, c, _ in chunk]
-        k_total = self.samples
-        n, scale, offset = self.n_full, float(self.norm.scale), float(self.norm.offset)
-        merged = np.empty((len(chunk), self.channels, th, tw), dtype=np.float32)
-        acc = acc2 = acc1 = None
-        for k in range(k_total):
-            noise = PositionalNoise(self.seed + k, origins)
-            out = self.cascade.sample(cond_t, self.settings, noise,
-                                      progress=lambda f, k=k: progress((k + f) / k_total), cancel=self.cancel)
-            self.network_passes += out.network_passes * len(chunk)
-            full = out.full[:, :, :th, :tw].float().cpu().numpy()
-            s1 = out.stage1[:, :, :th, :tw].float().cpu().numpy() if self.stage1 is not None else None
-            del out
-            if k_total == 1:
-                merged[:, :n] = full
-                if s1 is not None:
-                    merged[:, n:n + s1.shape[1]] = s1
-                continue
-            # Several samples: float64 running sums for the mean and the variance.
-            if acc is None:
-                acc = full.astype(np.float64)
-                acc2 = np.square(acc) if self.want_var else None
-                acc1 = s1.astype(np.float64) if s1 is not None else None
-            else:
-                acc += full
-                if acc2 is not None:
-                    acc2 += np.square(full, dtype=np.float64)
-                if acc1 is not None:
-                    acc1 += s1
-            del full, s1
-        if k_total > 1:
-            acc /= k_total
-            merged[:, :n] = acc
-            if acc1 is not None:
-                acc1 /= k_total
-                merged[:, n:n + acc1.shape[1]] = acc1
-            if acc2 is not None:
-                # unbiased variance of the model-unit samples, then in output units (scale squared)
-                acc2 -= k_total * np.square(acc)
-                acc2 /= (k_total - 1)
-                np.maximum(acc2, 0.0, out=acc2)
-                acc2 *= scale * scale
-                merged[:, self.channels - n:] = acc2
-            del acc, acc1, acc2
-        # model units -> output units (the variance channels are already there)
-        mean_channels = self.channels - (n if self.want_var else 0)
-        view = merged[:, :mean_channels]
-        view *= scale
-        view += offset
-        return [merged[i] for i in range(len(chunk))]
+    def _report(self, fraction_of_batch: float, batch_size: int) -> None:
+        total = len(self.plan.tiling.grid)
+        fraction = min(1.0, (self.tiles_done + fraction_of_batch * batch_size) / total)
+        self.callbacks.tell(fraction, f"tile {min(self.tiles_done + batch_size, total)} / {total}")
+
+    def _check_cancel(self) -> None:
+        if self.callbacks.cancelled():
+            raise Cancelled("raster inference was cancelled")
+
+    def _finish(self) -> None:
+        if self.writer.pending or self.blender.open_cells:
+            raise EngineError(f"internal error: {self.writer.pending} output blocks and {self.blender.open_cells} "
+                              "cells left unfinished")
+        self.reader.close()
+        self.reader = None
+        self.callbacks.tell(1.0, "writing")
+        self.outputs.commit()
+
+    def report(self, seconds: float) -> InferenceReport:
+        job, plan, info = self.job, self.plan, self.job.info
+        destinations = {output.parameter: str(output.destination) for output in plan.outputs}
+        tiles = len(plan.tiling.grid)
+        return InferenceReport(
+            input_path=str(info.path), output_path=destinations["output"],
+            stage1_output=destinations.get("stage1_output"), uncertainty_output=destinations.get("uncertainty_output"),
+            width=info.width, height=info.height, bands=plan.layout.full.stop, tiles=tiles,
+            tiles_run=tiles - self.tiles_skipped, tiles_skipped=self.tiles_skipped, tile=plan.tiling.tile,
+            overlap=plan.tiling.overlap, batch=self.runner.batch, device=job.device,
+            sampler=dataclasses.asdict(plan.sampler), seed=plan.seed, samples=plan.samples,
+            normalisation={"offset": self.norm.offset, "scale": self.norm.scale}, nodata=plan.nodata,
+            seconds=seconds, megapixels_per_second=info.width * info.height / 1e6 / max(seconds, 1e-9),
+            network_passes=self.runner.network_passes,
+            extra={"peak_open_cell_bytes": self.blender.peak_open_bytes, "peak_block_bytes": self.writer.peak_held_bytes,
+                   "blocks_spilled": self.writer.spilled, "blocks_written": self.writer.blocks_written,
+                   "peak_tiles_in_flight": self.reassembly.peak_in_flight},
+        )
 
 
 _LIBC = []
@@ -631,12 +428,3 @@ def release_memory() -> None:
             _LIBC.append(None)
     if _LIBC[0] is not None:
         _LIBC[0].malloc_trim(0)
-
-
-def _is_cuda_oom(exc: BaseException) -> bool:
-    import torch
-
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)

@@ -37,7 +37,6 @@ from typing import Iterator, List, Sequence, Tuple
 import numpy as np
 
 Span = Tuple[int, int]  # (start, length) along one axis
-DEFAULT_OVERLAP = 16  # pixels shared by neighbouring tiles unless the caller asks otherwise
 
 
 def axis_spans(length: int, tile: int, overlap: int) -> List[Span]:

@@ -1,5 +1,5 @@
 """``scdm:evaluatespectralsuperresolution``: the four metrics of an estimate against a reference
-hyperspectral raster, plus an HTML or CSV report (calls infer_raster and report.evaluate_rasters)."""
+hyperspectral raster, plus an HTML or CSV report (an engine inference run and report.evaluate_rasters)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from qgis.core import (
 
 from .. import engine_bridge as bridge
 from .base import ScdmAlgorithm
+from .inference import SETTING_PARAMETERS as SHARED_SETTING_PARAMETERS
 from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
 
 HELP = """<p>Measures how close a hyperspectral <b>estimate</b> is to a <b>reference</b> hyperspectral raster \
@@ -37,6 +38,10 @@ too). REPORT is an HTML (or, with a .csv name, CSV) file with per-band PSNR, RMS
 <i>&lt;name&gt;_psnr.png</i> plots the per-band PSNR over wavelength and <i>&lt;name&gt;_profiles.png</i> \
 shows the reference and estimated spectra of four pixels.</p>
 <p><b>Time</b>: seconds for the metrics; with RGB, plus the time of a spectral super-resolution run.</p>"""
+
+# The inference settings this algorithm sets from parameters named otherwise than in
+# ``inference.SETTING_PARAMETERS``: the model runs on RGB and writes ESTIMATE_OUTPUT.
+SETTING_PARAMETERS = {**SHARED_SETTING_PARAMETERS, "input": "RGB", "output": "ESTIMATE_OUTPUT"}
 
 # (output name, engine key, output description, unit in the log)
 METRICS = (("RMSE", "rmse", "RMSE", " (the rasters' units)"), ("MPSNR", "mpsnr", "MPSNR (dB)", " dB"),
@@ -114,7 +119,7 @@ class EvaluateSpectralSuperResolution(ScdmAlgorithm):
         if feedback.isCanceled():
             return {}
         feedback.pushInfo(f"Evaluating {estimate} against {reference}")
-        metrics = bridge.call_engine(eng, feedback, eng.evaluate_rasters, reference, estimate,
+        metrics = bridge.call_engine(eng, feedback, SETTING_PARAMETERS, eng.evaluate_rasters, reference, estimate,
                                      exclude_bands=exclude, report_path=report_path)
         feedback.setProgress(100)
         results = {"REPORT": report_path, "ESTIMATE_USED": estimate}
@@ -137,6 +142,6 @@ class EvaluateSpectralSuperResolution(ScdmAlgorithm):
             estimate = self.parameterAsOutputLayer(parameters, "ESTIMATE_OUTPUT", context)
         else:
             estimate = os.path.join(QgsProcessingUtils.tempFolder(), f"scdm_estimate_{uuid.uuid4().hex}.tif")
-        report = bridge.run_inference(eng, feedback, rgb, estimate, arguments, 0.0, 90.0,
-                                      expected_band_count=reference_layer.bandCount())
+        fields = dict(arguments, input=rgb, output=estimate, expected_band_count=reference_layer.bandCount())
+        report = bridge.run_inference(eng, feedback, fields, SETTING_PARAMETERS, 0.0, 90.0)
         return None if report is None else estimate

@@ -1,6 +1,8 @@
 """Parameters shared by both algorithms: which RGB bands, which model and how to sample it.
 
-They become keyword arguments of ``engine.raster.pipeline.infer_raster``; nothing here computes.
+They become fields of ``engine.settings.InferenceSettings`` (built and checked by
+``engine_bridge.run_inference``); nothing here computes. ``SETTING_PARAMETERS`` says which QGIS
+parameter sets each engine setting, so that an engine error is shown with the parameter to change.
 """
 
 from __future__ import annotations
@@ -18,15 +20,49 @@ from qgis.PyQt.QtCore import QVariant
 
 from .. import engine_bridge as bridge
 
-# (label shown in QGIS, engine sampler name or None for the bundle's own); index 0 is the default.
+
+def _sampler_option(sampler) -> str:
+    """A catalogue entry as a QGIS enum label."""
+    if sampler.uses_steps:
+        return f"{sampler.display_name} with STEPS steps ({sampler.description})"
+    return f"{sampler.display_name} ({sampler.description})"
+
+
+# (label shown in QGIS, engine sampler name or None for the bundle's own). QGIS saves the index in models
+# and batch files: 0 is the model's default, then the catalogue's samplers in its order, where new ones are
+# appended, so a saved index keeps its meaning.
 _BUNDLED = bridge.default_sampler_label()
 SAMPLERS = (
     (f"The model's default (bundled model: {_BUNDLED})" if _BUNDLED else "The model's default", None),
-    ("DDIM with STEPS steps (1-2 steps: the conditional-mean estimate)", "ddim"),
-    ("DPM-Solver++(2M) with STEPS steps (a sample of the distribution)", "dpmpp"),
-    ("Paper: DDPM ancestral sampling over all 1000 steps (slow)", "ddpm"),
+    *((_sampler_option(sampler), sampler.name) for sampler in bridge.sampler_catalog.SAMPLERS),
 )
 DEVICES = ("auto", "cpu", "cuda")
+
+# The QGIS parameter(s) that set each engine setting (an ``InferenceSettings`` field, or ``radiometry``),
+# as an error message names them: an engine error carries the setting it is about in ``parameter``
+# and ``engine_bridge.call_engine`` puts these words in front of its message ("OVERLAP: overlap 32 must
+# ..."). The one table of that mapping, for both algorithms; the evaluation algorithm replaces the
+# entries of the parameters it names differently (``evaluate.SETTING_PARAMETERS``). A setting missing
+# here is shown without a parameter name.
+SETTING_PARAMETERS = {
+    "input": "INPUT",
+    "output": "OUTPUT",
+    "stage1_output": "STAGE1_OUTPUT",
+    "uncertainty_output": "UNCERTAINTY_OUTPUT",
+    "bands": "the RED, GREEN and BLUE band parameters",
+    "model": "MODEL",
+    "sampler": "SAMPLER",
+    "steps": "STEPS",
+    "guidance": "GUIDANCE",
+    "pdt": "PDT_STAGE1 and PDT_STAGE2",
+    "seed": "SEED",
+    "tile": "TILE_SIZE",
+    "overlap": "OVERLAP",
+    "device": "DEVICE",
+    "samples": "SAMPLES",
+    "expected_band_count": "REFERENCE",  # only the evaluation algorithm sets it, from its reference raster
+    "radiometry": "RADIOMETRY",
+}
 
 
 def _advanced(parameter, help_text=None):
@@ -62,10 +98,10 @@ def add_model_parameters(alg) -> None:
     alg.addParameter(_with_help(
         QgsProcessingParameterEnum("SAMPLER", "Sampler", options=[label for label, _ in SAMPLERS], defaultValue=0),
         "The model's default: the sampler and steps stored with the model (for the bundled model the one "
-        "that measured the lowest error). DDIM with 1-2 steps returns almost the model's "
-        "conditional mean, the most accurate estimate. DPM-Solver++ with 10 or more steps draws a sample: "
-        "sharper detail, more error, and the spread that SAMPLES >= 2 turns into an uncertainty. Paper: "
-        "the paper's DDPM ancestral sampler over all 1000 diffusion steps; about 1000 / STEPS times slower."))
+        "that measured the lowest error). "
+        + " ".join(f"{s.display_name}: {s.description}." for s in bridge.sampler_catalog.SAMPLERS)
+        + " With a sampler that draws a sample, SAMPLES >= 2 turns the spread between samples into an uncertainty. "
+        "Time grows with STEPS; a sampler over all diffusion steps is about 1000 / STEPS times slower."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("STEPS", "Sampler steps (empty: the model's default)",
                                      QgsProcessingParameterNumber.Integer, optional=True, minValue=1, maxValue=1000),
@@ -134,7 +170,8 @@ def raster_path(alg, parameters, name, context) -> str:
 
 
 def inference_arguments(alg, parameters, context) -> dict:
-    """Keyword arguments of ``infer_raster`` for the band, model, sampler and tiling parameters."""
+    """The band, model, sampler and tiling parameters as ``InferenceSettings`` fields (name -> value);
+    each algorithm adds its input, outputs and the rest."""
     pdt = []
     for stage in (1, 2):
         value = optional_double(alg, parameters, f"PDT_STAGE{stage}", context)

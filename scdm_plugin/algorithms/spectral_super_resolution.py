@@ -1,9 +1,8 @@
-"""``scdm:spectralsuperresolution``: RGB raster in, hyperspectral GeoTIFF out (a call of infer_raster)."""
+"""``scdm:spectralsuperresolution``: RGB raster in, hyperspectral GeoTIFF out (one engine inference run)."""
 
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterNumber,
@@ -13,7 +12,7 @@ from qgis.core import (
 
 from .. import engine_bridge as bridge
 from .base import ScdmAlgorithm
-from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
+from .inference import SETTING_PARAMETERS, add_band_parameters, add_model_parameters, inference_arguments, raster_path
 
 HELP = """<p>Reconstructs a <b>hyperspectral image from an RGB raster</b> with SCDM, a spectral-cascaded \
 conditional diffusion model: stage 1 reconstructs a few anchor bands from the RGB, stage 2 all bands \
@@ -38,6 +37,15 @@ than the CPU. The log names the device and the model; progress advances per tile
 between tiles and sampler steps without leaving an output file.</p>"""
 
 
+# The optional outputs: QGIS parameter -> (InferenceSettings field, label).
+OPTIONAL_OUTPUTS = {
+    "STAGE1_OUTPUT": ("stage1_output", "Stage-1 bands output"),
+    "UNCERTAINTY_OUTPUT": ("uncertainty_output", "Uncertainty output (per-band standard deviation)"),
+}
+# The name each output's layer gets when QGIS loads it.
+LAYER_NAMES = {"OUTPUT": "Hyperspectral", "STAGE1_OUTPUT": "Stage-1 bands", "UNCERTAINTY_OUTPUT": "Uncertainty"}
+
+
 class SpectralSuperResolution(ScdmAlgorithm):
     NAME = "spectralsuperresolution"
     DISPLAY_NAME = "Spectral super-resolution"
@@ -57,8 +65,7 @@ class SpectralSuperResolution(ScdmAlgorithm):
                         "time grows linearly with it. UNCERTAINTY_OUTPUT needs at least 2.")
         self.addParameter(samples)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Hyperspectral output"))
-        for name, label in (("STAGE1_OUTPUT", "Stage-1 bands output"),
-                            ("UNCERTAINTY_OUTPUT", "Uncertainty output (per-band standard deviation)")):
+        for name, (_, label) in OPTIONAL_OUTPUTS.items():
             parameter = QgsProcessingParameterRasterDestination(name, label, optional=True, createByDefault=False)
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
@@ -66,21 +73,13 @@ class SpectralSuperResolution(ScdmAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback or QgsProcessingFeedback()  # QGIS may pass none
         eng = bridge.load_engine()  # torch and the engine are imported here, never at plugin load
-        input_path = raster_path(self, parameters, "INPUT", context)
-        arguments = inference_arguments(self, parameters, context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        extra = {}
-        for name, keyword in (("STAGE1_OUTPUT", "stage1_output"), ("UNCERTAINTY_OUTPUT", "uncertainty_output")):
-            path = self.parameterAsOutputLayer(parameters, name, context) if parameters.get(name) else ""
-            if path:
-                extra[name] = path
-                arguments[keyword] = path
-        samples = self.parameterAsInt(parameters, "SAMPLES", context)
-        if "UNCERTAINTY_OUTPUT" in extra and samples < 2:
-            raise QgsProcessingException("UNCERTAINTY_OUTPUT needs SAMPLES of at least 2 (the standard deviation "
-                                         "between samples): set SAMPLES to 4, for example.")
-
-        report = bridge.run_inference(eng, feedback, input_path, output, arguments, samples=samples)
+        extra = self._optional_outputs(parameters, context)
+        fields = dict(inference_arguments(self, parameters, context),
+                      input=raster_path(self, parameters, "INPUT", context), output=output,
+                      samples=self.parameterAsInt(parameters, "SAMPLES", context),
+                      **{OPTIONAL_OUTPUTS[name][0]: path for name, path in extra.items()})
+        report = bridge.run_inference(eng, feedback, fields, SETTING_PARAMETERS)
         if report is None:
             return {}
         feedback.pushInfo(
@@ -88,11 +87,17 @@ class SpectralSuperResolution(ScdmAlgorithm):
             f"in {report.seconds:.1f} s on {report.device} ({report.tiles_run} tiles run, "
             f"{report.tiles_skipped} without valid pixels skipped; sampler {report.sampler.get('name')}, "
             f"{report.sampler.get('steps')} steps, seed {report.seed}).")
-        results = {"OUTPUT": output}
-        results.update(extra)
+        results = {"OUTPUT": output, **extra}
         for name, path in results.items():
             if context.willLoadLayerOnCompletion(path):
-                details = context.layerToLoadOnCompletionDetails(path)
-                details.name = {"OUTPUT": "Hyperspectral", "STAGE1_OUTPUT": "Stage-1 bands",
-                                "UNCERTAINTY_OUTPUT": "Uncertainty"}[name]
+                context.layerToLoadOnCompletionDetails(path).name = LAYER_NAMES[name]
         return results
+
+    def _optional_outputs(self, parameters, context) -> dict:
+        """The optional outputs that were asked for: QGIS parameter name -> path."""
+        extra = {}
+        for name in OPTIONAL_OUTPUTS:
+            path = self.parameterAsOutputLayer(parameters, name, context) if parameters.get(name) else ""
+            if path:
+                extra[name] = path
+        return extra

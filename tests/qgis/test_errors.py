@@ -1,8 +1,9 @@
 """Bad inputs fail with clear QgsProcessingExceptions (the engine's message, in QGIS's words) and
-leave no output file."""
+leave no output file. An engine error about a setting starts with the QGIS parameter that sets it."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -34,6 +35,7 @@ def test_band_out_of_range(fails, rgb_tif, tiny_bundle, tmp_path):
     out = tmp_path / "out.tif"
     message = fails({"INPUT": str(rgb_tif), "BLUE": 5, "MODEL": str(tiny_bundle), "OUTPUT": str(out), **FAST})
     assert "5" in message and "band" in message.lower()
+    assert message.startswith("the RED, GREEN and BLUE band parameters: ")
     assert leftovers(tmp_path, "out") == []
 
 
@@ -60,7 +62,7 @@ def test_model_folder_that_is_not_a_bundle(fails, rgb_tif, tmp_path):
 def test_missing_model_folder(fails, rgb_tif, tmp_path):
     missing = tmp_path / "no_such_model"
     message = fails({"INPUT": str(rgb_tif), "MODEL": str(missing), "OUTPUT": str(tmp_path / "o.tif"), **FAST})
-    assert f"model bundle {missing} does not exist" in message
+    assert f"model bundle {missing} does not exist" in message and message.startswith("MODEL: ")
 
 
 def test_missing_bundled_model_names_the_fix(scdm_plugin, rgb_tif, tmp_path, monkeypatch):
@@ -94,6 +96,7 @@ def test_overlap_too_large_names_the_qgis_parameter(fails, rgb_tif, tiny_bundle,
     message = fails({"INPUT": str(rgb_tif), "MODEL": str(tiny_bundle), "OUTPUT": str(tmp_path / "o.tif"),
                      **FAST, "OVERLAP": 12})
     assert "OVERLAP" in message and "--overlap" not in message
+    assert message.startswith("OVERLAP: overlap 12 must lie between 0 and half the tile (8)")
 
 
 def test_cuda_requested_without_a_gpu(fails, rgb_tif, tiny_bundle, tmp_path):
@@ -103,13 +106,15 @@ def test_cuda_requested_without_a_gpu(fails, rgb_tif, tiny_bundle, tmp_path):
         pytest.skip("this machine has a GPU")
     message = fails({"INPUT": str(rgb_tif), "MODEL": str(tiny_bundle), "OUTPUT": str(tmp_path / "o.tif"),
                      **FAST, "DEVICE": "cuda"})
-    assert "no CUDA GPU" in message and "DEVICE cpu" in message
+    assert message.startswith("DEVICE: ") and "no CUDA GPU" in message and "use cpu or auto" in message
+    assert "--device" not in message
 
 
 def test_uncertainty_needs_two_samples(fails, rgb_tif, tiny_bundle, tmp_path):
     message = fails({"INPUT": str(rgb_tif), "MODEL": str(tiny_bundle), "OUTPUT": str(tmp_path / "o.tif"),
                      "UNCERTAINTY_OUTPUT": str(tmp_path / "u.tif"), **FAST})
     assert "SAMPLES" in message
+    assert message.startswith("SAMPLES: an uncertainty output needs at least two samples")
 
 
 def test_missing_torch_names_the_install_command(fails, rgb_tif, tiny_bundle, tmp_path, monkeypatch):
@@ -138,3 +143,101 @@ def test_evaluate_bad_exclude_list(fails, enmap_reference, tmp_path):
     message = fails({"REFERENCE": str(enmap_reference), "ESTIMATE": str(enmap_reference),
                      "EXCLUDE_BANDS": "1,x", "REPORT": str(tmp_path / "r.html")}, EVAL_ID)
     assert "EXCLUDE_BANDS" in message and "'x'" in message
+
+
+# ----------------------------------------------------------------------------------------------
+# engine setting -> QGIS parameter (``SETTING_PARAMETERS``; issue 12: no string surgery)
+
+# What the issue asks each engine setting to be shown as: the QGIS parameter names its words hold.
+EXPECTED_NAMES = {
+    "tile": {"TILE_SIZE"}, "overlap": {"OVERLAP"}, "device": {"DEVICE"}, "samples": {"SAMPLES"},
+    "model": {"MODEL"}, "steps": {"STEPS"}, "guidance": {"GUIDANCE"}, "seed": {"SEED"}, "sampler": {"SAMPLER"},
+    "pdt": {"PDT_STAGE1", "PDT_STAGE2"}, "output": {"OUTPUT"}, "stage1_output": {"STAGE1_OUTPUT"},
+    "uncertainty_output": {"UNCERTAINTY_OUTPUT"}, "bands": {"RED", "GREEN", "BLUE"}, "input": {"INPUT"},
+    "expected_band_count": {"REFERENCE"}, "radiometry": {"RADIOMETRY"},
+}
+# Parameters the table names before the algorithms define them (the real-imagery model adds RADIOMETRY).
+NOT_YET_DEFINED = {"RADIOMETRY"}
+
+
+def _parameter_names(words: str) -> set:
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", words))
+
+
+def _algorithm_tables():
+    from scdm.scdm_plugin.algorithms import evaluate, inference
+
+    return {ALG_ID: inference.SETTING_PARAMETERS, EVAL_ID: evaluate.SETTING_PARAMETERS}
+
+
+def test_the_table_names_each_setting_by_its_qgis_parameters(scdm_plugin):
+    from qgis.core import QgsApplication
+
+    tables = _algorithm_tables()
+    shared = tables[ALG_ID]
+    assert {setting: _parameter_names(words) for setting, words in shared.items()} == EXPECTED_NAMES
+    assert shared["bands"] == "the RED, GREEN and BLUE band parameters"
+    assert tables[EVAL_ID] == {**shared, "input": "RGB", "output": "ESTIMATE_OUTPUT"}
+    defined = {p.name() for alg_id in tables
+               for p in QgsApplication.processingRegistry().algorithmById(alg_id).parameterDefinitions()}
+    for words in (*shared.values(), *tables[EVAL_ID].values()):
+        assert _parameter_names(words) - NOT_YET_DEFINED <= defined, words
+
+
+def _raising(error):
+    def engine_function():
+        raise error
+
+    return engine_function
+
+
+@pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID])
+def test_every_error_about_a_setting_starts_with_its_qgis_parameter(scdm_plugin, alg_id):
+    """Each setting of the table, raised by the engine as ``InputError(parameter=setting)``, comes out
+    of the bridge with the algorithm's words for it in front and no command-line flag."""
+    from qgis.core import QgsProcessingException
+
+    from scdm.scdm_plugin import engine_bridge as bridge
+
+    eng = bridge.load_engine()
+    table = _algorithm_tables()[alg_id]
+
+    def shown(error) -> str:
+        with pytest.raises(QgsProcessingException) as raised:
+            bridge.call_engine(eng, None, table, _raising(error))
+        return str(raised.value)
+
+    for setting, words in table.items():
+        message = shown(eng.errors.InputError(f"{setting} 7 is refused: use 8", parameter=setting))
+        assert message == f"{words}: {setting} 7 is refused: use 8" and "--" not in message
+    assert shown(eng.errors.BundleError("truncated")) == "MODEL: truncated"  # a bundle error is about MODEL
+    assert shown(eng.errors.InputError("no valid pixel")) == "no valid pixel"  # about no setting: as is
+
+
+def test_every_setting_an_algorithm_sets_is_named_by_its_own_parameters(scdm_plugin, run_alg, rgb_tif, tmp_path,
+                                                                        monkeypatch):
+    """The settings each algorithm hands the engine all have an entry, naming parameters of that algorithm
+    (the evaluation algorithm reads its input from RGB, not INPUT)."""
+    from qgis.core import QgsApplication
+
+    from scdm.scdm_plugin import engine_bridge as bridge
+
+    calls = []
+
+    def record(eng, feedback, fields, parameter_names, *progress_range):
+        calls.append((fields, parameter_names))
+
+    monkeypatch.setattr(bridge, "run_inference", record)  # nothing runs: the settings are what is checked
+    run_alg(ALG_ID, {"INPUT": str(rgb_tif), "OUTPUT": str(tmp_path / "o.tif"), "SAMPLES": 2,
+                     "STAGE1_OUTPUT": str(tmp_path / "s.tif"), "UNCERTAINTY_OUTPUT": str(tmp_path / "u.tif")})
+    run_alg(EVAL_ID, {"REFERENCE": str(rgb_tif), "RGB": str(rgb_tif), "REPORT": str(tmp_path / "r.html"),
+                      "ESTIMATE_OUTPUT": str(tmp_path / "e.tif")})
+    tables = _algorithm_tables()
+    assert len(calls) == 2
+    for alg_id, (fields, table) in zip((ALG_ID, EVAL_ID), calls):
+        assert table is tables[alg_id]
+        assert set(fields) <= set(table), set(fields) - set(table)
+        alg = QgsApplication.processingRegistry().algorithmById(alg_id)
+        defined = {p.name() for p in alg.parameterDefinitions()}
+        for setting in fields:
+            assert _parameter_names(table[setting]) <= defined, (alg_id, setting, table[setting])

@@ -45,7 +45,11 @@ def test_help_documents_the_algorithm(qgis_process_profile):
                  "SEED", "TILE_SIZE", "OVERLAP", "DEVICE", "OUTPUT", "STAGE1_OUTPUT", "UNCERTAINTY_OUTPUT", "SAMPLES"):
         assert f"\n{name}: " in out, name
     assert "same units as the input RGB" in out and "<b>Time</b>" in out
-    assert "Paper: DDPM" in out
+    from engine.diffusion import sampler_catalog
+
+    # Every registered sampler is offered, the paper's DDPM among them.
+    assert "DDPM (the paper's ancestral sampler" in out
+    assert all(s.display_name in out and s.description in out for s in sampler_catalog.SAMPLERS)
 
 
 def test_run_json_writes_a_georeferenced_spectral_geotiff(qgis_process_profile, rgb_tif, tiny_bundle, tmp_path):
@@ -122,6 +126,11 @@ def test_plugin_zip_installs_into_a_fresh_profile_and_runs(tmp_path, rgb_tif, ti
                 "scdm/scdm_plugin/provider.py", "scdm/engine/raster/pipeline.py", "scdm/requirements.txt",
                 "scdm/examples/clip_and_superresolve.model3"} <= set(names)
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+        # The measurement commands (benchmarks/) are development tools: none of their code ships.
+        measurement = {p.name for p in (REPO_ROOT / "benchmarks").glob("*.py")} - {"__init__.py", "data.py"}
+        assert measurement >= {"paper_protocol.py", "bench_raster.py", "model_card.py", "sampler_quality.py",
+                               "tile_quality.py"}
+        assert not [n for n in names if "/benchmarks/" in n or n.rsplit("/", 1)[-1] in measurement]
         assert all(n.startswith(f"{PLUGIN_NAME}/") for n in names)
         profile = tmp_path / "fresh_profile"
         plugins = profile / "profiles" / "default" / "python" / "plugins"

@@ -1,4 +1,4 @@
-"""Quality against network evaluations, per sampler (``python -m engine.sampler_quality``).
+"""Quality against network evaluations, per sampler (``python -m benchmarks.sampler_quality``).
 
 Runs one bundle on one scene crop with the paper's DDPM and the fast samplers at several step
 counts and writes a Markdown table (MPSNR, SAM, RMSE, network passes, seconds) to ``--out``.
@@ -11,15 +11,15 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.data import HOUSTON_SCENE
 from engine.bundle import load_bundle
-from engine.data import HOUSTON_SCENE
 from engine.evaluate import evaluate_scene, sampler_settings
 
 DEFAULT_RUNS = "ddpm:1000,ddim:50,ddim:20,ddim:10,ddim:2,ddim:1,dpmpp:20,dpmpp:10,dpmpp:5"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.sampler_quality", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sampler_quality", description=__doc__)
     parser.add_argument("--model", default="resources/models/scdm-default")
     parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--rgb", default="bands:4,11,22")
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         results.append({"sampler": name, "steps": int(steps), "network_passes": r["network_passes"],
                         "seconds": r["seconds"], **m})
         print(json.dumps(results[-1]), flush=True)
-    command = "python -m engine.sampler_quality " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.sampler_quality " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [f"# Sampler quality against network evaluations ({cascade.config.name})", "",
              f"Produced by `{command.strip()}` on this machine's CPU: scene {Path(args.scene).stem}, "
              f"region {args.region}, RGB {args.rgb}, guidance {sampler_settings(cascade, guidance=args.guidance).guidance}, "

@@ -1,7 +1,7 @@
 """Big-raster benchmark of the streaming pipeline: peak resident memory and throughput.
 
-    python -m engine.bench_raster --size 16384 --tile 512
-    python -m engine.bench_raster --size 4096 --size 16384 --tile 512   # memory does not grow with size
+    python -m benchmarks.bench_raster --size 16384 --tile 512
+    python -m benchmarks.bench_raster --size 4096 --size 16384 --tile 512   # memory does not grow with size
 
 For each size it writes (in a temporary folder, in windows, compressed) a synthetic uint16 RGB
 GeoTIFF, then runs ``infer_raster`` on it in a fresh child process with a tiny random-weight 48-band
@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])  # the repository: the child processes run from it
 
 
 def tiny_cascade(seed: int = 0):
@@ -108,8 +110,8 @@ def run_child(input_path: str, output_path: str, tile: int, overlap: int, batch:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.bench_raster", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_raster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, action="append", help="raster side in pixels (repeatable; default 4096 and 16384)")
     parser.add_argument("--height", type=int, default=None,
                         help="raster height (default: the size); memory depends on the width, so a full-width "
@@ -124,45 +126,47 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--child", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--make-input", nargs=3, metavar=("PATH", "WIDTH", "HEIGHT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def bench_size(size: int, work: Path, args, env: dict) -> dict:
+    """One size: its input made by one child process, the inference measured in another."""
+    height = args.height or size
+    src, out = work / f"rgb_{size}x{height}.tif", work / f"hsi_{size}x{height}.tif"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_raster", "--make-input", str(src), str(size),
+                    str(height)], check=True, env=env, cwd=ROOT)
+    print(f"[{size}] input written in {time.perf_counter() - t0:.1f} s ({src.stat().st_size / 1e6:.0f} MB)", flush=True)
+    child = subprocess.run([sys.executable, "-m", "benchmarks.bench_raster", "--child", str(src), str(out),
+                            "--tile", str(args.tile), "--overlap", str(args.overlap),
+                            "--batch", str(args.batch), "--device", args.device],
+                           check=True, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    # (the child's progress lines go to stderr, straight through)
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result["within_limit"] = result["peak_rss_mb"] < args.limit_mb
+    print(f"[{size}] {size} x {height} px, {result['tiles']} tiles of {args.tile}, {result['bands']} bands, "
+          f"device {result['device']}: {result['seconds']} s, {result['megapixels_per_second']} MPix/s, "
+          f"peak RSS {result['peak_rss_mb']} MB (before inference {result['rss_before_inference_mb']} MB), "
+          f"output {result['output_gb']} GB", flush=True)
+    if not args.keep:
+        src.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    return result
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.make_input:
         make_input(args.make_input[0], int(args.make_input[1]), int(args.make_input[2]))
         return 0
     if args.child:
         print(json.dumps(run_child(args.child[0], args.child[1], args.tile, args.overlap, args.batch, args.device)))
         return 0
-
-    sizes = args.size or [4096, 16384]
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     work = Path(tempfile.mkdtemp(prefix="scdm-bench-", dir=args.workdir))
-    results = []
     try:
-        for size in sizes:
-            height = args.height or size
-            src, out = work / f"rgb_{size}x{height}.tif", work / f"hsi_{size}x{height}.tif"
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "engine.bench_raster", "--make-input", str(src), str(size),
-                            str(height)], check=True, env=env, cwd=root)
-            print(f"[{size}] input written in {time.perf_counter() - t0:.1f} s ({src.stat().st_size / 1e6:.0f} MB)",
-                  flush=True)
-            child = subprocess.run([sys.executable, "-m", "engine.bench_raster", "--child", str(src), str(out),
-                                    "--tile", str(args.tile), "--overlap", str(args.overlap),
-                                    "--batch", str(args.batch), "--device", args.device],
-                                   check=True, env=env, cwd=root, stdout=subprocess.PIPE, text=True)
-            # (the child's progress lines go to stderr, straight through)
-            result = json.loads(child.stdout.strip().splitlines()[-1])
-            result["within_limit"] = result["peak_rss_mb"] < args.limit_mb
-            results.append(result)
-            print(f"[{size}] {size} x {height} px, {result['tiles']} tiles of {args.tile}, {result['bands']} bands, "
-                  f"device {result['device']}: {result['seconds']} s, {result['megapixels_per_second']} MPix/s, "
-                  f"peak RSS {result['peak_rss_mb']} MB (before inference {result['rss_before_inference_mb']} MB), "
-                  f"output {result['output_gb']} GB", flush=True)
-            if not args.keep:
-                src.unlink(missing_ok=True)
-                out.unlink(missing_ok=True)
+        results = [bench_size(size, work, args, env) for size in args.size or [4096, 16384]]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Writes a bundle's model card (``MODEL_CARD.md`` beside the weights) with measured quality.
 
-``python -m engine.model_card --model resources/models/scdm-default --data ../shared/data``
+``python -m benchmarks.model_card --model resources/models/scdm-default --data ../shared/data``
 evaluates the bundle on a central crop of every scene with every training camera (default sampler)
 and records the metrics next to what the config says about training data, bands and units.
 """
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.data import SHARED_DATA
 from engine.bundle import load_bundle
-from engine.data import SHARED_DATA, load_scene
+from engine.data import load_scene
 from engine.evaluate import evaluate_scene
 
 PARAMETERISATION_TEXT = {"eps": "the paper's noise prediction (with a Gaussian skip path)",
@@ -23,14 +24,13 @@ PARAMETERISATION_TEXT = {"eps": "the paper's noise prediction (with a Gaussian s
 
 def network_text(config) -> str:
     unet = config.stage1.unet
-    if unet.architecture == "local":
-        return (f"Each stage's network is the local UNet (width {unet.base_channels}, {unet.encoder_res_blocks} "
-                f"encoder blocks): its output at a pixel depends on a {unet.condition_window} x "
-                f"{unet.condition_window} window of its condition, so the whole cascade sees "
-                f"{config.context_radius} px of RGB on each side of a pixel and any tile size gives the same result "
-                f"(default tile {config.inference_tile} px).")
-    return (f"Each stage's network is the multiscale UNet (width {unet.base_channels}, multipliers "
-            f"{list(unet.channel_multipliers)}); its default tile is {config.inference_tile} px.")
+    text = (f"Each stage's network is the {unet.architecture} UNet (width {unet.base_channels}, multipliers "
+            f"{list(unet.channel_multipliers)}, {unet.encoder_res_blocks} encoder block(s), condition window "
+            f"{unet.condition_window} px), {unet.network_class.description}.")
+    if config.context_radius is not None:
+        text += (f" The whole cascade sees {config.context_radius} px of RGB on each side of a pixel, so any tile "
+                 "size gives the same result.")
+    return text + f" Default tile: {config.inference_tile} px."
 
 
 def measure(model_dir: Path, data_dir: Path, crop: int, seed: int) -> list:
@@ -56,14 +56,22 @@ def measure(model_dir: Path, data_dir: Path, crop: int, seed: int) -> list:
     return rows
 
 
-def write_card(model_dir: Path, rows: list, command: str) -> Path:
-    from engine.bundle import read_config
+LIMITS = [
+    "## Limits",
+    "- Near-infrared bands (above about 700 nm) are inferred from visible light: an RGB camera with an "
+    "IR-cut filter records nothing there, so they come from the correlations learned on the training "
+    "scenes (vegetation, roofs, water) and are the least reliable.",
+    "- The training data are a few small scenes (urban, vegetation, agricultural); unusual materials "
+    "get plausible, not measured, spectra.",
+    "- A trained-on-CPU model: small network, short training. Expect smoother spectra than a sensor's.",
+    "- Saturated or heavily compressed RGB (JPEG) breaks the relation between the channels that it relies on.",
+    "",
+]
 
-    config = read_config(model_dir)
-    t = config.training
+
+def _model_lines(config) -> list:
     wl = config.wavelengths_nm
-    ok = [r for r in rows if "error" not in r]
-    lines = [
+    return [
         f"# Model card: {config.name}", "", config.description, "",
         "## What it does",
         f"Estimates {config.band_count} bands from {wl[0]:.1f} to {wl[-1]:.1f} nm "
@@ -77,6 +85,12 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
         f"{config.normalisation.percentile:g}th-percentile RGB value, computed once per raster; the output is scaled "
         "back by that value. Give it reflectance x 10000 and it answers in reflectance x 10000; give it 8-bit "
         "DN and it answers in the same 8-bit scale (values can exceed 255, and near-infrared bands often do).", "",
+    ]
+
+
+def _training_lines(config) -> list:
+    t = config.training
+    lines = [
         "## Training data",
         f"Iterations per stage: {t.get('iterations')}, batch {t.get('batch_size')}, crops {t.get('crop')} px, "
         f"learning rate {t.get('learning_rate')}, seed {t.get('seed')}, device {t.get('device')}, "
@@ -96,12 +110,17 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
               ]
     for stage, loss in t.get("loss", {}).items():
         lines.append(f"- {stage}: {loss['first']:.4f} (first 10 %) -> {loss['last']:.4f} (last 10 %)")
-    lines += ["", "## Measured quality",
-              f"Produced by `{command}`: a central crop of every scene, every training camera, the default sampler "
-              f"({config.sampler.name}, {config.sampler.steps} steps, guidance {config.sampler.guidance}). These scenes "
-              "were seen in training, so these are in-sample figures; out-of-sample figures are in "
-              "docs/paper-protocol/paper_protocol.md.", "",
-              "| scene | camera | RMSE | MPSNR (dB) | MSSIM | SAM (rad) |", "|---|---|---|---|---|---|"]
+    return lines
+
+
+def _quality_lines(config, rows: list, command: str) -> list:
+    ok = [r for r in rows if "error" not in r]
+    lines = ["", "## Measured quality",
+             f"Produced by `{command}`: a central crop of every scene, every training camera, the default sampler "
+             f"({config.sampler.name}, {config.sampler.steps} steps, guidance {config.sampler.guidance}). These scenes "
+             "were seen in training, so these are in-sample figures; out-of-sample figures are in "
+             "docs/paper-protocol/paper_protocol.md.", "",
+             "| scene | camera | RMSE | MPSNR (dB) | MSSIM | SAM (rad) |", "|---|---|---|---|---|---|"]
     for r in ok:
         lines.append(f"| {r['scene']} | {r['camera']} | {r['rmse']:.4g} | {r['mpsnr']:.2f} | {r['mssim']:.3f} | {r['sam']:.3f} |")
     if ok:
@@ -110,15 +129,14 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
     for r in rows:
         if "error" in r:
             lines.append(f"\nNot measured: {r['scene']} with {r['camera']}: {r['error']}")
-    lines += ["", "## Limits",
-              "- Near-infrared bands (above about 700 nm) are inferred from visible light: an RGB camera with an "
-              "IR-cut filter records nothing there, so they come from the correlations learned on the training "
-              "scenes (vegetation, roofs, water) and are the least reliable.",
-              "- The training data are a few small scenes (urban, vegetation, agricultural); unusual materials "
-              "get plausible, not measured, spectra.",
-              "- A trained-on-CPU model: small network, short training. Expect smoother spectra than a sensor's.",
-              "- Saturated or heavily compressed RGB (JPEG) breaks the relation between the channels that it relies on.",
-              ""]
+    return lines + [""]
+
+
+def write_card(model_dir: Path, rows: list, command: str) -> Path:
+    from engine.bundle import read_config
+
+    config = read_config(model_dir)
+    lines = _model_lines(config) + _training_lines(config) + _quality_lines(config, rows, command) + LIMITS
     path = model_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
@@ -127,7 +145,7 @@ def write_card(model_dir: Path, rows: list, command: str) -> Path:
 def main(argv=None) -> int:
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m engine.model_card", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_card", description=__doc__)
     parser.add_argument("--model", default="resources/models/scdm-default")
     parser.add_argument("--data", default=str(SHARED_DATA))
     parser.add_argument("--crop", type=int, default=64)
@@ -135,7 +153,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     rows = measure(Path(args.model), Path(args.data), args.crop, args.seed)
-    command = "python -m engine.model_card " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.model_card " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_card(Path(args.model), rows, command.strip())
     print(f"{path} written in {time.time() - started:.0f} s")
     return 0

@@ -1,4 +1,4 @@
-"""The paper-protocol evaluation on houston2018_casi48 (``python -m engine.paper_protocol``).
+"""The paper-protocol evaluation on houston2018_casi48 (``python -m benchmarks.paper_protocol``).
 
 4-fold cross-validation over the four 64 x 64 quadrants (train on three, test on one), input RGB =
 bands [4, 11, 22], the paper's normalisation (x - 3693) / 7410. Every method gets the same data,
@@ -15,29 +15,35 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 
+from benchmarks.data import HOUSTON_SCENE
 from engine.cascade import Cascade, apply_affine, make_config
-from engine.config import PARAMETERISATIONS, Normalisation, RGBSimulation, SamplerConfig, UNetConfig, houston_grid
-from engine.data import HOUSTON_SCENE, TrainingSet, load_scene
-from engine.diffusion.guidance import noise_predictor
+from engine.config import (PARAMETERISATIONS, BundleConfig, Normalisation, RGBSimulation, SamplerConfig, UNetConfig,
+                           houston_grid)
+from engine.data import TrainingSet, load_scene
 from engine.diffusion.noise import PositionalNoise
-from engine.diffusion.preconditioning import make_denoiser
-from engine.diffusion.samplers import run_sampler
 from engine.diffusion.schedule import TrainingTimesteps
-from engine.diffusion.truncation import ProgressiveTruncation
 from engine.metrics import all_metrics, per_band_psnr
 from engine.model.regressor import SingleShotCNN
-from engine.model import make_network
-from engine.train import DEFAULTS, check_crop, fit_baseline, inner, train_network, train_stage
+from engine.train import LoopOptions, RegressionObjective, TrainingTask, train_network, train_stage
+from engine.training_config import TrainingConfig
 
 RGB_BANDS = (4, 11, 22)
 QUADRANTS = [((0, 64), (0, 64)), ((0, 64), (64, 128)), ((64, 128), (0, 64)), ((64, 128), (64, 128))]
 NORMALISATION = Normalisation(kind="fixed", offset=3693.0, scale=7410.0)
+# The shape of each architecture's network in the learned rows (width, blocks and window come from
+# the command line).
+NETWORK_SHAPES = {
+    "local": {"channel_multipliers": (1,), "attention_downsample": ()},
+    "multiscale": {"channel_multipliers": (1, 2, 2), "attention_downsample": (4,)},
+}
+QUIET = LoopOptions(show_progress=False)
 
 
 def _metrics(reference, estimate) -> dict:
@@ -58,56 +64,6 @@ def linear_regression(train_cubes, test_rgb):
     return (test @ coef).T.reshape(-1, *test_rgb.shape[1:])
 
 
-def train_cnn(config, data, spec, device, table, test_rgb, snapshots=()):
-    """Single-shot regressor: stage 1's network (its RGB window, the one the one-stage diffusion uses)
-    with a constant input, the same linear baseline as the diffusion stages (it learns the residual),
-    the same crops, batch and EMA; loss MSE +
-    lambda * (1 - cos) on the output. Returns its estimate of ``test_rgb`` after ``spec["iterations"]``
-    and after each iteration count in ``snapshots`` ({iterations: estimate})."""
-    from engine.diffusion.ema import EMA
-    from engine.diffusion.losses import spectral_angle_loss
-
-    torch.manual_seed(spec["seed"])
-    net = SingleShotCNN(config.stage1.unet, config.band_count, 3).to(device).train()
-    margin = net.training_margin
-    check_crop(spec, margin)
-    ema = EMA(net, spec["ema_decay"])
-    optimizer = torch.optim.AdamW(net.parameters(), lr=spec["learning_rate"], weight_decay=0.0)
-    offset = NORMALISATION.offset / NORMALISATION.scale
-
-    def estimate():
-        with torch.no_grad():
-            return ema.shadow(test_rgb) + apply_affine(table, test_rgb)
-
-    seen = {}
-    for step in range(spec["iterations"]):
-        rng = np.random.default_rng([spec["seed"], 7, step])
-        cube, rgb, _ = (torch.from_numpy(a).to(device) for a in data.batch(spec["batch_size"], spec["crop"], rng))
-        target = inner(cube, margin)
-        pred = net(rgb, margin) + apply_affine(table, inner(rgb, margin))
-        loss = ((pred - target) ** 2).mean() + spec["sam_weight"] * spectral_angle_loss(target + offset, pred + offset)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        ema.update(net)
-        if step + 1 in snapshots:
-            seen[step + 1] = estimate()
-    return estimate(), seen
-
-
-def one_stage_sample(model, schedule, rgb, settings: SamplerConfig, seed: int, table, limit):
-    predictor = noise_predictor(model, rgb, settings.guidance)
-    truncation = ProgressiveTruncation(settings.truncation_target, settings.pdt_stage2, schedule.num_timesteps,
-                                       settings.truncation_scope)
-    noise = PositionalNoise(seed, [(0, 0)])
-    shape = (1, model.out_channels, rgb.shape[2], rgb.shape[3])
-    result = run_sampler(settings.name, predictor, schedule, shape,
-                         lambda step, shp: noise.draw(3, step, shp, rgb.device), settings.steps, truncation,
-                         settings.eta, x0_limit=limit)
-    return result.x0 + apply_affine(table, rgb), result.network_passes
-
-
 def mean_of_samples(draw, count: int, seed: int):
     """The average of ``count`` samples drawn with seeds seed, seed + 1, ... (``draw(seed)`` returns
     (estimate, network passes)): a Monte-Carlo estimate of the posterior mean, which a single sample
@@ -126,147 +82,210 @@ def paper_sampler(guidance: float, pdt: bool = True) -> SamplerConfig:
 
 
 def protocol_unet(args, stage: int = 1) -> UNetConfig:
-    """The network of the learned rows: the local UNet (default) or the multiscale one. Stage 2 of
+    """The network of the learned rows (``--architecture``, the local UNet by default). Stage 2 of
     the cascade (12 bands + RGB -> 48 bands, a spectral interpolation) takes its own window."""
     window = args.stage2_window if stage == 2 else args.condition_window
-    if args.architecture == "local":
-        return UNetConfig.local(args.width, args.blocks, window)
-    return UNetConfig(base_channels=args.width, channel_multipliers=(1, 2, 2), encoder_res_blocks=args.blocks,
-                      decoder_res_blocks=args.blocks + 1, attention_downsample=(4,), attention_heads=4,
-                      condition_window=window)
+    return UNetConfig(base_channels=args.width, encoder_res_blocks=args.blocks, decoder_res_blocks=args.blocks + 1,
+                      condition_window=window, architecture=args.architecture, **NETWORK_SHAPES[args.architecture])
 
 
 def stage_crop(args, stage: int) -> int:
-    """Training crop of a network: the whole context of one pixel for a local network."""
+    """Training crop of a network: the whole context of one pixel when its output depends on a
+    window of the condition, 32 px when it depends on the whole crop."""
     if args.crop is not None:
         return args.crop
-    if args.architecture != "local":
-        return 32
-    return args.stage2_window if stage == 2 else args.condition_window
+    radius = protocol_unet(args, stage).context_radius
+    return 32 if radius is None else 2 * radius + 1
 
 
-def run_fold(fold: int, seed: int, args, scene_path: Path, device: str, log) -> dict:
-    """Every method on one fold with one training seed; the paper sampler and the ablation only for
-    the first seed (they cost as much as all other rows together)."""
-    first_seed = seed == args.seeds[0]
+def one_stage_cascade(config: BundleConfig) -> Cascade:
+    """The one-stage diffusion (RGB -> every band): a cascade whose stage 1 outputs every band; its
+    stage 2 is never trained or sampled. So built, it trains and samples through the product's own
+    stage code (``train_stage``, ``Cascade.sample_stage``)."""
+    every_band = tuple(range(config.band_count))
+    return Cascade(replace(config, name="one-stage", stage1=replace(config.stage1, output_indices=every_band)))
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """One (fold, training seed) of the protocol and what every method on it shares."""
+
+    fold: int
+    seed: int
+    args: argparse.Namespace
+    device: str
+    log: Callable[[str], None]
+    config: BundleConfig
+    training: TrainingConfig
+    data: TrainingSet
+    train_cubes: List[np.ndarray]
+    test_cube: np.ndarray
+    rgb_model: torch.Tensor  # the test RGB in model units, (1, 3, H, W) on the device
+
+    @property
+    def first_seed(self) -> bool:
+        """The paper sampler and the ablation run for the first seed only (they cost as much as all
+        other rows together)."""
+        return self.seed == self.args.seeds[0]
+
+    def estimate_in_units(self, estimate: torch.Tensor) -> np.ndarray:
+        return NORMALISATION.from_model(estimate[0].cpu().numpy())
+
+
+def prepare_fold(fold: int, seed: int, args, scene_path: Path, device: str, log) -> FoldRun:
     (tr, tc) = QUADRANTS[fold]
-    full = load_scene(scene_path)
-    test_cube = full.cube[:, tr[0]:tr[1], tc[0]:tc[1]]
+    test_cube = load_scene(scene_path).cube[:, tr[0]:tr[1], tc[0]:tc[1]]
     train_scenes = [load_scene(scene_path, r, c) for i, (r, c) in enumerate(QUADRANTS) if i != fold]
-    unet = protocol_unet(args)
     fast = SamplerConfig(name="dpmpp", steps=args.fast_steps, guidance=args.fast_guidance, pdt_stage1=0.96,
                          pdt_stage2=0.88, truncation_target="x0")
-    config = make_config("paper-protocol", houston_grid(), unet=unet, stage2_unet=protocol_unet(args, stage=2),
-                         normalisation=NORMALISATION,
+    config = make_config("paper-protocol", houston_grid(), unet=protocol_unet(args),
+                         stage2_unet=protocol_unet(args, stage=2), normalisation=NORMALISATION,
                          rgb_simulation=RGBSimulation(kind="bands", band_indices=RGB_BANDS), sampler=fast,
                          parameterisation=args.parameterisation)
-    data = TrainingSet(config, train_scenes)
-    spec = {**DEFAULTS, "iterations": args.iterations, "batch_size": args.batch, "crop": stage_crop(args, 1),
-            "learning_rate": args.lr, "ema_decay": args.ema_decay, "seed": seed, "resume": False,
-            "noise_levels": args.noise_levels,
-            "log_sigma_mean": args.log_sigma_mean, "log_sigma_std": args.log_sigma_std}
-    offset = NORMALISATION.offset / NORMALISATION.scale
-    test_rgb = test_cube[list(RGB_BANDS)]
-    rgb_model = torch.from_numpy(NORMALISATION.to_model(test_rgb))[None].float().to(device)
-    results, estimates, timings = {}, {}, {}
+    training = TrainingConfig(name=config.name, output=Path(args.out), scenes=(), iterations=args.iterations,
+                              batch_size=args.batch, crop=stage_crop(args, 1), learning_rate=args.lr,
+                              ema_decay=args.ema_decay, seed=seed, noise_levels=args.noise_levels,
+                              log_sigma_mean=args.log_sigma_mean, log_sigma_std=args.log_sigma_std,
+                              parameterisation=args.parameterisation)
+    rgb_model = torch.from_numpy(NORMALISATION.to_model(test_cube[list(RGB_BANDS)]))[None].float().to(device)
+    return FoldRun(fold, seed, args, device, log, config, training, TrainingSet(config, train_scenes),
+                   [scene.cube for scene in train_scenes], test_cube, rgb_model)
 
-    started = time.time()
-    estimates["linear regression"] = linear_regression([s.cube for s in train_scenes], test_rgb)
-    timings["linear regression"] = {"train_s": round(time.time() - started, 2)}
+
+def train_single_shot(run: FoldRun, table) -> Dict[int, np.ndarray]:
+    """The single-shot regressor: stage 1's network (its RGB window, the one the one-stage diffusion
+    uses) with a constant input, the same linear baseline as the diffusion (it learns the residual),
+    crops, batch and EMA, through the product's training loop with loss MSE + lambda * (1 - cos).
+    The cascade trains two networks of ``iterations`` each, so it is shown after ``iterations`` and
+    after twice that: {iterations: estimate of the test scene}."""
+    iterations = run.args.iterations
+    torch.manual_seed(run.seed)
+    network = SingleShotCNN(run.config.stage1.unet, run.config.band_count, 3)
+    estimates = {}
+
+    def keep(network_now: torch.nn.Module, done: int) -> None:
+        with torch.no_grad():
+            estimates[done] = run.estimate_in_units(network_now(run.rgb_model) + apply_affine(table, run.rgb_model))
 
     def whole(cube, rgb, mask):
         return cube, rgb, mask
 
-    table, limit, residual_std = fit_baseline(data, whole, spec)
-    started = time.time()
-    # The cascade trains two networks of ``iterations`` each: the single-shot network is shown at
-    # the same iterations per network and at the cascade's total.
-    final, early = train_cnn(config, data, {**spec, "iterations": 2 * args.iterations}, device, table, rgb_model,
-                             (args.iterations,))
-    cnn_train = round(time.time() - started, 1)
-    for iterations, estimate in ((args.iterations, early[args.iterations]), (2 * args.iterations, final)):
-        label = f"single-shot network, {iterations} iterations"
-        estimates[label] = NORMALISATION.from_model(estimate[0].cpu().numpy())
-        timings[label] = {"train_s": round(cnn_train * iterations / (2 * args.iterations), 1)}
-    log(f"fold {fold}, seed {seed}: single-shot network done in {cnn_train} s")
+    offset = NORMALISATION.offset / NORMALISATION.scale
+    task = TrainingTask(whole, RegressionObjective(run.training.sam_weight, offset), lambda c: apply_affine(table, c))
+    options = LoopOptions(label="single-shot", show_progress=False,
+                          on_step=lambda done, ema: keep(ema, done) if done == iterations else None)
+    train_network(network, run.data, task, replace(run.training, iterations=2 * iterations), run.device, options)
+    keep(network, 2 * iterations)
+    return estimates
 
-    torch.manual_seed(seed)
-    cascade = Cascade(config, device="cpu")
-    one_stage = make_denoiser(make_network(unet, config.band_count, 3), cascade.schedule, args.parameterisation,
-                              residual_std)
+
+def train_diffusion(run: FoldRun, timings: dict):
+    """The one-stage diffusion and the cascade, trained; their training seconds go to ``timings``."""
+    torch.manual_seed(run.seed)
+    cascade, one_stage = Cascade(run.config), one_stage_cascade(run.config)
     started = time.time()
-    train_network(one_stage, cascade.schedule, data, whole, spec, device, label="one-stage", sam_offset=offset,
-                  show_progress=False, baseline=lambda cond: apply_affine(table, cond))
+    train_stage(1, one_stage, run.data, run.training, run.device, QUIET)
     timings["one-stage diffusion"] = {"train_s": round(time.time() - started, 1)}
     started = time.time()
     for stage in (1, 2):
-        train_stage(stage, cascade, data, {**spec, "crop": stage_crop(args, stage)}, device, None,
-                    show_progress=False)
-    cascade.to(device)
-    train_s = round(time.time() - started, 1)
-    log(f"fold {fold}, seed {seed}: diffusion models trained")
+        train_stage(stage, cascade, run.data, replace(run.training, crop=stage_crop(run.args, stage)), run.device,
+                    QUIET)
+    timings["cascade"] = {"train_s": round(time.time() - started, 1)}
+    run.log(f"fold {run.fold}, seed {run.seed}: diffusion models trained")
+    return cascade.to(run.device), one_stage.to(run.device)
 
-    one_stage_train = timings.pop("one-stage diffusion")
-    one_stage.to(device).eval()
+
+def diffusion_runs(run: FoldRun, cascade: Cascade, one_stage: Cascade, timings: dict) -> dict:
+    """{row label: (draw(seed) -> (estimate, network passes), samples averaged, training timing)}."""
 
     def one_stage_draw(settings):
+        # The one-stage network outputs the final bands: truncate as the cascade's final stage does.
+        final_stage = replace(settings, pdt_stage1=settings.pdt_stage2)
+
         def draw(seed):
-            return one_stage_sample(one_stage, cascade.schedule, rgb_model, settings, seed, table, limit)
+            out = one_stage.sample_stage(1, run.rgb_model, final_stage, PositionalNoise(seed, [(0, 0)]))
+            return out.x0, out.network_passes
         return draw
 
     def cascade_draw(settings):
         def draw(seed):
-            out = cascade.sample(rgb_model, settings, PositionalNoise(seed, [(0, 0)]))
+            out = cascade.sample(run.rgb_model, settings, PositionalNoise(seed, [(0, 0)]))
             return out.full, out.network_passes
         return draw
 
-    mean_label = f"mean of {args.samples} samples"
+    fast, samples = run.config.sampler, run.args.samples
+    mean_label = f"mean of {samples} samples"
     # One DDIM step from pure noise returns the denoiser's x_0 at t = T: its estimate of the
     # conditional mean, the quantity RMSE rewards, for two network passes.
     one_step = replace(fast, name="ddim", steps=1)
+    one_stage_train, cascade_train = timings["one-stage diffusion"], timings["cascade"]
     runs = {
         "one-stage diffusion (fast), one sample": (one_stage_draw(fast), 1, one_stage_train),
-        f"one-stage diffusion (fast), {mean_label}": (one_stage_draw(fast), args.samples, one_stage_train),
+        f"one-stage diffusion (fast), {mean_label}": (one_stage_draw(fast), samples, one_stage_train),
         "one-stage diffusion, DDIM 1 step": (one_stage_draw(one_step), 1, one_stage_train),
-        "cascade, fast sampler, one sample": (cascade_draw(fast), 1, {"train_s": train_s}),
-        f"cascade, fast sampler, {mean_label}": (cascade_draw(fast), args.samples, {"train_s": train_s}),
-        "cascade, DDIM 1 step per stage": (cascade_draw(one_step), 1, {"train_s": train_s}),
+        "cascade, fast sampler, one sample": (cascade_draw(fast), 1, cascade_train),
+        f"cascade, fast sampler, {mean_label}": (cascade_draw(fast), samples, cascade_train),
+        "cascade, DDIM 1 step per stage": (cascade_draw(one_step), 1, cascade_train),
     }
-    if not args.skip_ddpm and first_seed:
-        runs["cascade, paper sampler (DDPM 1000), one sample"] = (cascade_draw(paper_sampler(args.guidance)), 1,
-                                                                {"train_s": train_s})
-    for label, (draw, count, train_timing) in runs.items():
+    if not run.args.skip_ddpm and run.first_seed:
+        runs["cascade, paper sampler (DDPM 1000), one sample"] = (cascade_draw(paper_sampler(run.args.guidance)), 1,
+                                                                cascade_train)
+    return runs
+
+
+def ablation(run: FoldRun, cascade: Cascade) -> dict:
+    """The PDT / ICMG ablation (Table VI) on the ablation fold, first seed; {} elsewhere."""
+    if run.fold != run.args.ablation_fold or not run.first_seed:
+        return {}
+    fast, guidance = run.config.sampler, run.args.guidance
+    variants = {
+        "no ICMG, no PDT": replace(fast, guidance=0.0, pdt_stage1=None, pdt_stage2=None),
+        "ICMG only": replace(fast, guidance=guidance, pdt_stage1=None, pdt_stage2=None),
+        "PDT only": replace(fast, guidance=0.0),
+        "ICMG + PDT (x0)": replace(fast, guidance=guidance),
+        "ICMG + PDT (x_t, authors' code)": replace(fast, guidance=guidance, truncation_target="x_t"),
+        "ICMG + PDT (eps, paper)": replace(fast, guidance=guidance, truncation_target="eps"),
+    }
+    if not run.args.skip_ddpm:
+        variants.update({
+            "DDPM: no ICMG, no PDT": paper_sampler(0.0, pdt=False),
+            "DDPM: ICMG + PDT on x_t": replace(paper_sampler(guidance), truncation_target="x_t"),
+        })
+    rows = {}
+    for label, settings in variants.items():
+        out = cascade.sample(run.rgb_model, settings, PositionalNoise(run.seed, [(0, 0)]))
+        rows[label] = _metrics(run.test_cube, run.estimate_in_units(out.full))
+        run.log(f"ablation {label}: {rows[label]['rmse']:.1f} / {rows[label]['sam']:.4f}")
+    return rows
+
+
+def run_fold(fold: int, seed: int, args, scene_path: Path, device: str, log) -> dict:
+    """Every method on one fold with one training seed."""
+    run = prepare_fold(fold, seed, args, scene_path, device, log)
+    timings = {}
+    started = time.time()
+    estimates = {"linear regression": linear_regression(run.train_cubes, run.test_cube[list(RGB_BANDS)])}
+    timings["linear regression"] = {"train_s": round(time.time() - started, 2)}
+    cascade, one_stage = train_diffusion(run, timings)
+    started = time.time()
+    single_shot = train_single_shot(run, one_stage.stage_config(1).baseline)
+    seconds = round(time.time() - started, 1)
+    log(f"fold {fold}, seed {seed}: single-shot network done in {seconds} s")
+    for iterations, estimate in single_shot.items():
+        label = f"single-shot network, {iterations} iterations"
+        estimates[label] = estimate
+        timings[label] = {"train_s": round(seconds * iterations / (2 * args.iterations), 1)}
+    for label, (draw, count, train_timing) in diffusion_runs(run, cascade, one_stage, timings).items():
         started = time.time()
         estimate, passes = mean_of_samples(draw, count, seed)
-        estimates[label] = NORMALISATION.from_model(estimate[0].cpu().numpy())
+        estimates[label] = run.estimate_in_units(estimate)
         timings[label] = {**train_timing, "sample_s": round(time.time() - started, 1), "network_passes": passes}
         log(f"fold {fold}, seed {seed}: {label} sampled in {timings[label]['sample_s']} s")
-
-    ablation = {}
-    if fold == args.ablation_fold and first_seed:
-        variants = {
-            "no ICMG, no PDT": replace(fast, guidance=0.0, pdt_stage1=None, pdt_stage2=None),
-            "ICMG only": replace(fast, guidance=args.guidance, pdt_stage1=None, pdt_stage2=None),
-            "PDT only": replace(fast, guidance=0.0),
-            "ICMG + PDT (x0)": replace(fast, guidance=args.guidance),
-            "ICMG + PDT (x_t, authors' code)": replace(fast, guidance=args.guidance, truncation_target="x_t"),
-            "ICMG + PDT (eps, paper)": replace(fast, guidance=args.guidance, truncation_target="eps"),
-        }
-        if not args.skip_ddpm:
-            variants.update({
-                "DDPM: no ICMG, no PDT": paper_sampler(0.0, pdt=False),
-                "DDPM: ICMG + PDT on x_t": replace(paper_sampler(args.guidance), truncation_target="x_t"),
-            })
-        for label, settings in variants.items():
-            out = cascade.sample(rgb_model, settings, PositionalNoise(seed, [(0, 0)]))
-            ablation[label] = _metrics(test_cube, NORMALISATION.from_model(out.full[0].cpu().numpy()))
-            log(f"ablation {label}: {ablation[label]['rmse']:.1f} / {ablation[label]['sam']:.4f}")
-
-    for label, estimate in estimates.items():
-        results[label] = {**_metrics(test_cube, estimate), **timings.get(label, {})}
-    per_band = {label: per_band_psnr(test_cube, est).tolist() for label, est in estimates.items()}
-    return {"fold": fold, "seed": seed, "results": results, "ablation": ablation, "per_band_psnr": per_band,
-            "reference": test_cube, "estimates": estimates}
+    results = {label: {**_metrics(run.test_cube, estimate), **timings.get(label, {})}
+               for label, estimate in estimates.items()}
+    per_band = {label: per_band_psnr(run.test_cube, est).tolist() for label, est in estimates.items()}
+    return {"fold": fold, "seed": seed, "results": results, "ablation": ablation(run, cascade),
+            "per_band_psnr": per_band, "reference": run.test_cube, "estimates": estimates}
 
 
 METRIC_KEYS = ("rmse", "sam", "mssim", "mpsnr", "rmse_all_bands", "sam_all_bands", "mssim_all_bands",
@@ -327,15 +346,11 @@ def summarise(units: list) -> dict:
     return table
 
 
-def write_outputs(units: list, args, out: Path) -> None:
+def write_figures(units: list, table: dict, out: Path) -> None:
     from engine.report import plot_per_band_psnr, plot_spectral_profiles, select_profile_pixels
 
-    out.mkdir(parents=True, exist_ok=True)
-    table = summarise(units)
-    methods = list(table)
-    folds = sorted({u["fold"] for u in units})
-    seeds = sorted({u["seed"] for u in units})
-    trained = [m for m in methods if "ensemble" not in m]
+    folds, seeds = sorted({u["fold"] for u in units}), sorted({u["seed"] for u in units})
+    trained = [m for m in table if "ensemble" not in m]
     wavelengths = houston_grid()
     plot_per_band_psnr(wavelengths, {m: np.mean([u["per_band_psnr"][m] for u in units if m in u["per_band_psnr"]],
                                                 axis=0) for m in trained},
@@ -348,14 +363,14 @@ def write_outputs(units: list, args, out: Path) -> None:
              if m in first["estimates"] and (m == "linear regression" or m == single_shot[-1] or m.startswith("cascade"))}
     plot_spectral_profiles(wavelengths, first["reference"], shown, pixels, out / "spectral_profiles.png",
                            title=f"Spectral profiles, test quadrant {first['fold']}, seed {first['seed']}")
-    summary = {"settings": vars(args),
-               "units": [{k: v for k, v in u.items() if k not in ("reference", "estimates")} for u in units],
-               "mean": table}
-    (out / "paper_protocol.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    lines = [
+
+
+def _table_header(units: list, args) -> list:
+    folds, seeds = sorted({u["fold"] for u in units}), sorted({u["seed"] for u in units})
+    return [
         "# Paper-protocol evaluation (houston2018_casi48, 4-fold quadrant CV)",
         "",
-        f"Produced by `python -m engine.paper_protocol {' '.join(args.argv)}` "
+        f"Produced by `python -m benchmarks.paper_protocol {' '.join(args.argv)}` "
         f"(folds {folds}, training seeds {seeds}; {args.iterations} iterations x batch {args.batch} per network, "
         f"{args.architecture} UNet of width {args.width} with {args.blocks} encoder block(s), condition window "
         f"{args.condition_window} px (stage 2 of the cascade: {args.stage2_window} px), EMA {args.ema_decay}, "
@@ -366,11 +381,13 @@ def write_outputs(units: list, args, out: Path) -> None:
         "and MSSIM peak = reference maximum. RMSE spread: standard deviation over the seeds of the 4-fold mean. "
         "Ensemble rows average the seeds' estimates before measuring.",
         "",
-        "| method | RMSE | RMSE spread | SAM (rad) | MSSIM | MPSNR (dB) | seeds | network passes | train s | sample s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in methods:
-        r = table[m]
+
+
+def _table_rows(units: list, table: dict) -> list:
+    lines = ["| method | RMSE | RMSE spread | SAM (rad) | MSSIM | MPSNR (dB) | seeds | network passes | train s | "
+             "sample s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, r in table.items():
         spread = f"{r['rmse_seed_std']:.1f}" if "rmse_seed_std" in r else ""
         lines.append(f"| {m} | {r['rmse']:.1f} | {spread} | {r['sam']:.4f} | {r['mssim']:.4f} | {r['mpsnr']:.2f} | "
                      f"{r['seeds']} | {r.get('network_passes', 1):.0f} | {r.get('train_s', 0):.0f} | "
@@ -378,24 +395,40 @@ def write_outputs(units: list, args, out: Path) -> None:
     lines += ["", "Paper (full Houston data, SCDM): RMSE 359.48, SAM 0.0672.", "",
               "## The same, all 48 bands (input bands included)", "",
               "| method | RMSE | SAM (rad) | MSSIM | MPSNR (dB) |", "|---|---|---|---|---|"]
-    for m in methods:
-        r = table[m]
+    for m, r in table.items():
         lines.append(f"| {m} | {r['rmse_all_bands']:.1f} | {r['sam_all_bands']:.4f} | {r['mssim_all_bands']:.4f} | "
                      f"{r['mpsnr_all_bands']:.2f} |")
+    folds = sorted({u["fold"] for u in units})
     lines += ["", "## RMSE / SAM per fold (input bands excluded, mean over the seeds)", "",
               "| method | " + " | ".join(f"fold {f}" for f in folds) + " |", "|---|" + "---|" * len(folds)]
-    for m in methods:
-        cells = " | ".join(f"{table[m]['folds'][f]['rmse']:.1f} / {table[m]['folds'][f]['sam']:.4f}"
-                           if f in table[m]["folds"] else "" for f in folds)
+    for m, r in table.items():
+        cells = " | ".join(f"{r['folds'][f]['rmse']:.1f} / {r['folds'][f]['sam']:.4f}" if f in r["folds"] else ""
+                           for f in folds)
         lines.append(f"| {m} | {cells} |")
-    lines.append("")
+    return lines + [""]
+
+
+def _ablation_rows(units: list) -> list:
     ablations = [u for u in units if u["ablation"]]
-    if ablations:
-        u = ablations[0]
-        lines += [f"## PDT / ICMG ablation (fold {u['fold']}, seed {u['seed']}, Table VI)", "",
-                  "| variant | RMSE | SAM (rad) | MSSIM | MPSNR (dB) |", "|---|---|---|---|---|"]
-        for label, r in u["ablation"].items():
-            lines.append(f"| {label} | {r['rmse']:.1f} | {r['sam']:.4f} | {r['mssim']:.4f} | {r['mpsnr']:.2f} |")
+    if not ablations:
+        return []
+    u = ablations[0]
+    lines = [f"## PDT / ICMG ablation (fold {u['fold']}, seed {u['seed']}, Table VI)", "",
+             "| variant | RMSE | SAM (rad) | MSSIM | MPSNR (dB) |", "|---|---|---|---|---|"]
+    for label, r in u["ablation"].items():
+        lines.append(f"| {label} | {r['rmse']:.1f} | {r['sam']:.4f} | {r['mssim']:.4f} | {r['mpsnr']:.2f} |")
+    return lines
+
+
+def write_outputs(units: list, args, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    table = summarise(units)
+    write_figures(units, table, out)
+    summary = {"settings": vars(args),
+               "units": [{k: v for k, v in u.items() if k not in ("reference", "estimates")} for u in units],
+               "mean": table}
+    (out / "paper_protocol.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    lines = _table_header(units, args) + _table_rows(units, table) + _ablation_rows(units)
     lines += ["", "![per-band PSNR](per_band_psnr.png)", "", "![spectral profiles](spectral_profiles.png)", ""]
     (out / "paper_protocol.md").write_text("\n".join(lines))
 
@@ -409,15 +442,9 @@ def _run_fold_in_worker(fold: int, seed: int, args, device: str) -> dict:
     return run_fold(fold, seed, args, Path(args.scene), device, _log)
 
 
-def main(argv=None) -> int:
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m engine.paper_protocol", description=__doc__)
-    parser.add_argument("--scene", default=str(HOUSTON_SCENE))
-    parser.add_argument("--out", default="docs/paper-protocol")
-    parser.add_argument("--folds", default="0,1,2,3")
+def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=8000, help="training iterations per network")
-    parser.add_argument("--architecture", choices=UNetConfig.ARCHITECTURES, default="local",
+    parser.add_argument("--architecture", choices=sorted(NETWORK_SHAPES), default="local",
                         help="local: one-resolution UNet with per-pixel blocks (engine.model.local_unet); "
                              "multiscale: the paper's UNet")
     parser.add_argument("--condition-window", type=int, default=7,
@@ -431,19 +458,27 @@ def main(argv=None) -> int:
                              "(each crop teaches its centre pixel with its whole context), 32 for the multiscale one")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.999)
-    parser.add_argument("--guidance", type=float, default=1.0, help="ICMG scale of the paper sampler and the ablation")
-    parser.add_argument("--fast-guidance", type=float, default=0.0,
-                        help="ICMG scale of the fast sampler (0: the ablation shows s = 1 costs accuracy here)")
-    parser.add_argument("--fast-steps", type=int, default=20)
-    parser.add_argument("--samples", type=int, default=16, help="samples averaged in the 'mean of K samples' rows")
     parser.add_argument("--parameterisation", choices=PARAMETERISATIONS, default="edm",
                         help="eps: the paper's noise prediction; edm: EDM preconditioning (x_0 prediction)")
     parser.add_argument("--noise-levels", choices=TrainingTimesteps.KINDS, default="uniform",
                         help="training noise levels of the diffusion networks: uniform in t (the paper's) or "
                              "log-normal in sigma around the residual's std (EDM)")
-    parser.add_argument("--log-sigma-mean", type=float, default=DEFAULTS["log_sigma_mean"],
+    parser.add_argument("--log-sigma-mean", type=float, default=TrainingConfig.log_sigma_mean,
                         help="mean of log(sigma / residual std) for --noise-levels lognormal")
-    parser.add_argument("--log-sigma-std", type=float, default=DEFAULTS["log_sigma_std"])
+    parser.add_argument("--log-sigma-std", type=float, default=TrainingConfig.log_sigma_std)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.paper_protocol", description=__doc__)
+    parser.add_argument("--scene", default=str(HOUSTON_SCENE))
+    parser.add_argument("--out", default="docs/paper-protocol")
+    parser.add_argument("--folds", default="0,1,2,3")
+    _add_network_arguments(parser)
+    parser.add_argument("--guidance", type=float, default=1.0, help="ICMG scale of the paper sampler and the ablation")
+    parser.add_argument("--fast-guidance", type=float, default=0.0,
+                        help="ICMG scale of the fast sampler (0: the ablation shows s = 1 costs accuracy here)")
+    parser.add_argument("--fast-steps", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=16, help="samples averaged in the 'mean of K samples' rows")
     parser.add_argument("--ablation-fold", type=int, default=0)
     parser.add_argument("--skip-ddpm", action="store_true", help="leave out the 1000-step runs")
     parser.add_argument("--seeds", default="0",
@@ -453,15 +488,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 when other jobs share the cores)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="folds run side by side in this many processes (each with --threads threads, default 1)")
-    args = parser.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
-    from engine.device import resolve_device
+    return parser
 
-    device = resolve_device(args.device)
-    work = [(int(f), seed) for seed in args.seeds for f in args.folds.split(",")]
+
+def run_all(work: list, args, device: str) -> None:
+    """Every (fold, seed) in ``work``; the outputs are rewritten as each one finishes."""
     units = []
 
     def finished(unit):
@@ -481,6 +512,20 @@ def main(argv=None) -> int:
     else:
         for fold, seed in work:
             finished(run_fold(fold, seed, args, Path(args.scene), device, _log))
+
+
+def main(argv=None) -> int:
+    import sys
+
+    from engine.device import resolve_device
+
+    args = build_parser().parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    work = [(int(f), seed) for seed in args.seeds for f in args.folds.split(",")]
+    run_all(work, args, resolve_device(args.device))
     print((Path(args.out) / "paper_protocol.md").read_text())
     return 0
 

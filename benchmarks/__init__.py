@@ -1,0 +1,1 @@
+"""Measurement commands for SCDM (development only; not shipped in the plugin zip)."""

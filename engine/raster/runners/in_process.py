@@ -1,0 +1,147 @@
+"""The in-process runner: the cascade on batches of tiles in this process, on its device.
+
+``submit`` runs the batch at once (so ``completed`` never waits), in chunks of ``batch`` tiles,
+halving the chunk on CUDA out-of-memory. With ``samples`` K > 1 it draws K samples per tile with
+seeds ``seed .. seed + K - 1`` and returns their mean and (if asked) their unbiased per-band variance,
+accumulated in float64.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from engine.diffusion.noise import PositionalNoise
+from engine.errors import EngineError
+from engine.raster.plan import ChannelLayout
+from engine.raster.runners import ProgressFn, RunnerContext, TileJob, TileResult
+from engine.raster.windows import reflect_pad
+
+
+class SampleMoments:
+    """Mean of K samples (full and stage-1 bands) and the variance of the full bands, written into
+    a (tiles, channels, h, w) float32 array in model units."""
+
+    def __init__(self, merged: np.ndarray, layout: ChannelLayout, samples: int):
+        self.merged, self.layout, self.samples = merged, layout, samples
+        self.sum = self.sum_sq = self.stage1_sum = None
+
+    def add(self, full: np.ndarray, stage1: Optional[np.ndarray]) -> None:
+        if self.samples == 1:
+            self.merged[:, self.layout.full] = full
+            if stage1 is not None:
+                self.merged[:, self.layout.stage1] = stage1
+            return
+        # Several samples: float64 running sums for the mean and the variance.
+        if self.sum is None:
+            self.sum = full.astype(np.float64)
+            self.sum_sq = np.square(self.sum) if self.layout.uncertainty is not None else None
+            self.stage1_sum = stage1.astype(np.float64) if stage1 is not None else None
+            return
+        self.sum += full
+        if self.sum_sq is not None:
+            self.sum_sq += np.square(full, dtype=np.float64)
+        if self.stage1_sum is not None:
+            self.stage1_sum += stage1
+
+    def finish(self, scale: float) -> None:
+        """Write the means and the variance (in output units: model units times ``scale`` squared)."""
+        k = self.samples
+        if k == 1:
+            return
+        mean = self.sum
+        mean /= k
+        self.merged[:, self.layout.full] = mean
+        if self.stage1_sum is not None:
+            self.stage1_sum /= k
+            self.merged[:, self.layout.stage1] = self.stage1_sum
+        if self.sum_sq is not None:
+            variance = self.sum_sq
+            variance -= k * np.square(mean)
+            variance /= (k - 1)
+            np.maximum(variance, 0.0, out=variance)
+            variance *= scale * scale
+            self.merged[:, self.layout.uncertainty] = variance
+        self.sum = self.sum_sq = self.stage1_sum = None
+
+
+class InProcessRunner:
+    """``engine.raster.runners.TileRunner`` running the cascade here; see the module docstring."""
+
+    def __init__(self, context: RunnerContext):
+        self.context = context
+        self.plan = context.plan
+        self.batch = self.plan.batch
+        self.network_passes = 0
+        self._finished: List[TileResult] = []
+
+    def submit(self, jobs: Sequence[TileJob], progress: ProgressFn) -> None:
+        start = 0
+        while start < len(jobs):
+            chunk = jobs[start:start + self.batch]
+            try:
+                self._finished.extend(self._run_chunk(chunk, lambda f: progress((start + f * len(chunk)) / len(jobs))))
+            except Exception as exc:
+                if not _is_cuda_oom(exc):
+                    raise
+                self._halve_batch(exc)
+                continue
+            start += len(chunk)
+
+    def completed(self, wait: bool) -> List[TileResult]:
+        finished, self._finished = self._finished, []
+        return finished
+
+    def _halve_batch(self, exc: BaseException) -> None:
+        torch.cuda.empty_cache()
+        if self.batch == 1:
+            raise EngineError("out of GPU memory with a single tile: use a smaller tile or the cpu device",
+                              parameter="tile") from exc
+        self.batch = max(1, self.batch // 2)
+        self.context.callbacks.say(f"CUDA out of memory: batch reduced to {self.batch}")
+
+    def _condition(self, chunk: Sequence[TileJob]) -> torch.Tensor:
+        """The chunk's RGB in model units, padded to the network's size, on the device."""
+        net_h, net_w = self.plan.tiling.network_size
+        norm = self.context.normalisation
+        cond = np.stack([reflect_pad(norm.to_model(job.rgb), net_h, net_w) for job in chunk]).astype(np.float32)
+        return torch.from_numpy(cond).to(self.context.device)
+
+    def _draw(self, cond: torch.Tensor, chunk: Sequence[TileJob], k: int, progress: ProgressFn):
+        """Sample ``k`` of every tile of the chunk: full and (if an output wants them) stage-1 bands,
+        cropped to the tile, as numpy arrays."""
+        tile_h, tile_w = self.plan.tiling.tile_size
+        noise = PositionalNoise(self.plan.seed + k, [job.origin for job in chunk])
+        out = self.context.cascade.sample(cond, self.plan.sampler, noise, progress=progress,
+                                          cancel=self.context.callbacks.cancel)
+        self.network_passes += out.network_passes * len(chunk)
+        full = out.full[:, :, :tile_h, :tile_w].float().cpu().numpy()
+        want_stage1 = self.plan.layout.stage1 is not None
+        stage1 = out.stage1[:, :, :tile_h, :tile_w].float().cpu().numpy() if want_stage1 else None
+        return full, stage1
+
+    def _run_chunk(self, chunk: Sequence[TileJob], progress: ProgressFn) -> List[TileResult]:
+        plan, samples = self.plan, self.plan.samples
+        merged = np.empty((len(chunk), plan.layout.total) + plan.tiling.tile_size, dtype=np.float32)
+        moments = SampleMoments(merged, plan.layout, samples)
+        cond = self._condition(chunk)
+        for k in range(samples):
+            full, stage1 = self._draw(cond, chunk, k, lambda f, k=k: progress((k + f) / samples))
+            moments.add(full, stage1)
+            del full, stage1
+        norm = self.context.normalisation
+        moments.finish(float(norm.scale))
+        # model units -> output units (the variance channels are already there)
+        means = merged[:, plan.layout.means]
+        means *= float(norm.scale)
+        means += float(norm.offset)
+        return [TileResult(job.index, job.tile, merged[i]) for i, job in enumerate(chunk)]
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)

@@ -1,0 +1,98 @@
+"""The training recipe (``python -m engine train --config F``): one typed, frozen ``TrainingConfig``
+read from JSON by the same strict loader as a bundle's config (engine.config.from_dict).
+
+A key the dataclasses do not know is refused with its name and the valid keys, so a typo cannot
+pass silently; relative paths are resolved against the config file's folder. Every key is a field
+below; configs/*.json are the recipes the README names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Tuple, Union
+
+from engine.config import (Normalisation, Parameterisation, RGBSimulation, SamplerConfig, ScheduleConfig,
+                           StrictConfig, UNetConfig, from_dict)
+from engine.diffusion.schedule import TrainingTimesteps
+from engine.errors import InputError
+
+
+@dataclass(frozen=True)
+class SceneSpec(StrictConfig):
+    """A training scene (.npz or spectral GeoTIFF), optionally a [start, stop) crop of it."""
+
+    path: Path
+    rows: Optional[Tuple[int, int]] = None
+    cols: Optional[Tuple[int, int]] = None
+
+
+@dataclass(frozen=True)
+class GridSpec(StrictConfig):
+    """A band grid of its own; the FWHM default to the local band spacing."""
+
+    wavelengths_nm: Tuple[float, ...]
+    fwhm_nm: Optional[Tuple[float, ...]] = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig(StrictConfig):
+    """What to train and how. ``stages`` trains one or both stages (they train independently: stage 2
+    on the true stage-1 bands); ``baseline`` fits the per-pixel affine map whose residual the
+    networks learn; ``stage2_crop`` is stage 2's crop when it differs (a local network trains on
+    crops of its own window); ``inference_tile`` defaults to the networks' own
+    (``default_inference_tile``)."""
+
+    name: str
+    output: Path
+    scenes: Tuple[SceneSpec, ...]
+    description: str = ""
+    grid: Union[Literal["houston"], GridSpec] = "houston"
+    srf_dir: Optional[Path] = None
+    rgb: RGBSimulation = field(default_factory=RGBSimulation)
+    normalisation: Normalisation = field(default_factory=Normalisation)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    stage2_unet: Optional[UNetConfig] = None
+    stage2_condition: Literal["stage1", "stage1+rgb"] = "stage1+rgb"
+    parameterisation: Parameterisation = "edm"
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    inference_tile: Optional[int] = None
+    stages: Tuple[Literal[1, 2], ...] = (1, 2)
+    iterations: int = 2000
+    batch_size: int = 8
+    crop: int = 32
+    stage2_crop: Optional[int] = None
+    learning_rate: float = 2e-4
+    ema_decay: float = 0.995
+    sam_weight: float = 1.0
+    p_uncond: float = 0.1
+    baseline: bool = True
+    # The noise levels training draws: the kinds engine.diffusion.schedule.TrainingTimesteps implements.
+    noise_levels: Literal[TrainingTimesteps.KINDS] = "uniform"
+    log_sigma_mean: float = -0.5
+    log_sigma_std: float = 1.2
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    threads: Optional[int] = None
+
+    def crop_for(self, stage: int) -> int:
+        """A stage's training crop: stage 2 may train on crops of its own network's window."""
+        return (self.stage2_crop or self.crop) if stage == 2 else self.crop
+
+
+def load_training_config(path) -> TrainingConfig:
+    """The recipe in the JSON file ``path`` (InputError naming the problem when it is not one)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"training config {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"training config {path} is not valid JSON: {exc}") from None
+    try:
+        return from_dict(TrainingConfig, raw, f"training config {path}", relative_to=path.parent)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
