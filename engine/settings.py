@@ -8,7 +8,7 @@ the engine use the same numbers. Checks that need the input raster, the model or
 (band numbers against the raster, the model's tile, writable folders) happen where those are known,
 with the same field names.
 
-This module imports only the standard library and two engine modules that do the same: the QGIS
+This module imports only the standard library, numpy and engine modules that do the same: the QGIS
 plugin may read ``LIMITS`` at load time, before it knows whether torch is installed.
 """
 
@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Optional, Tuple, Union
 # before the engine is on ``sys.path``; both modules are standard library only.
 from .diffusion import sampler_catalog
 from .errors import InputError
+from .radiometry import Radiometry
 
 DEFAULT_OVERLAP = 16  # pixels shared by neighbouring tiles unless the caller asks otherwise
 DEFAULT_WRITER_BUDGET = 128 << 20  # bytes of unfinished output blocks held in memory before spilling
@@ -129,6 +130,7 @@ class InferenceSettings:
     pdt entry ``"off"`` switches truncation off for that stage). ``samples`` > 1 averages that many
     samples drawn with seeds ``seed, seed + 1, ...``; ``uncertainty_output`` then receives their
     per-band standard deviation. ``batch`` None: 8 tiles per network call on CUDA, 1 on the CPU.
+    ``radiometry``: what the input's values mean (``engine.radiometry``): "auto", "linear" or "srgb".
     ``expected_band_count``: refuse a model with another number of output bands.
     """
 
@@ -151,6 +153,7 @@ class InferenceSettings:
     expected_band_count: Optional[int] = None
     writer_memory_bytes: int = DEFAULT_WRITER_BUDGET
     runner: str = DEFAULT_RUNNER
+    radiometry: str = Radiometry.AUTO.value
 
     def __post_init__(self):
         # Front ends hand over what they have (Paths, "1,2,3", lists); the fields hold one form.
@@ -159,6 +162,7 @@ class InferenceSettings:
         object.__setattr__(self, "bands", parse_bands(self.bands))
         object.__setattr__(self, "device", "auto" if self.device in (None, "") else str(self.device))
         object.__setattr__(self, "pdt", self._pdt_pair())
+        object.__setattr__(self, "radiometry", Radiometry.parse(self.radiometry).value)
         self.validate()
 
     def _pdt_pair(self) -> Tuple[PdtChoice, PdtChoice]:

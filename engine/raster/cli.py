@@ -14,6 +14,7 @@ import dataclasses
 import sys
 
 from engine.diffusion import sampler_catalog
+from engine.radiometry import Radiometry
 from engine.settings import DEFAULT_OVERLAP, PDT_OFF, Callbacks, InferenceSettings
 
 
@@ -45,6 +46,10 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="average K samples drawn with seeds seed..seed+K-1 (default 1)")
     p.add_argument("--expect-bands", dest="expected_band_count", type=int, metavar="N",
                    help="refuse a model that does not output N bands")
+    p.add_argument("--radiometry", choices=[r.value for r in Radiometry], default=Radiometry.AUTO.value,
+                   help="what the input values mean: linear (proportional to light: reflectance, radiance, raw "
+                        "DN), srgb (display-encoded, decoded before the model), auto (default: 8-bit is srgb, "
+                        "anything else linear)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

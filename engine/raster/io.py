@@ -36,6 +36,7 @@ from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from engine.errors import InputError
+from engine.radiometry import Radiometry, linearise
 from engine.settings import parse_bands
 
 BLOCK_SIZE = 256
@@ -144,10 +145,12 @@ def inspect_input(path, bands=(1, 2, 3), expected_bands: int = 3) -> InputInfo:
 
 
 class RGBReader:
-    """Reads the chosen bands of an input raster as float32 with a validity mask."""
+    """Reads the chosen bands of an input raster as float32 linear light with a validity mask:
+    ``radiometry`` (resolved for the raster's data type, ``engine.radiometry``) says how to decode."""
 
-    def __init__(self, info: InputInfo):
+    def __init__(self, info: InputInfo, radiometry: Radiometry = Radiometry.LINEAR):
         self.info = info
+        self.radiometry = radiometry
         self.src = rasterio.open(info.path)
 
     def close(self) -> None:
@@ -162,7 +165,7 @@ class RGBReader:
     def _finish(self, data: np.ndarray, masks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         rgb = data.astype(np.float32, copy=False)
         valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(rgb), axis=0)
-        return rgb, valid
+        return linearise(rgb, self.radiometry, self.info.dtype), valid
 
     def read(self, row_off: int, col_off: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
         """RGB (3, height, width) float32 and validity (height, width) bool of one window."""

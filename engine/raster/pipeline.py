@@ -60,6 +60,7 @@ import rasterio
 
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
+from engine.radiometry import Radiometry, resolve as resolve_radiometry
 from engine.raster import io as rio
 from engine.raster.blending import TileBlender
 from engine.raster.formats import OutputSpec, format_for
@@ -144,6 +145,7 @@ class PreparedRun:
 
     settings: InferenceSettings
     info: rio.InputInfo
+    radiometry: Radiometry
     device: str
     cascade: object
     plan: InferencePlan
@@ -153,11 +155,12 @@ def prepare(settings: InferenceSettings, cascade=None) -> PreparedRun:
     """Check the destinations, the input, the device and the model, and plan the run."""
     _check_destinations(settings)
     info = rio.inspect_input(settings.input, settings.bands, expected_bands=3)
+    radiometry = resolve_radiometry(settings.radiometry, info.dtype)
     device = resolve_device(settings.device)
     cascade = _load_model(settings.model, cascade, device)
     plan = make_plan(info, ModelFacts.of(cascade.config), settings, device)
     runner_class(settings.runner)
-    return PreparedRun(settings, info, device, cascade, plan)
+    return PreparedRun(settings, info, radiometry, device, cascade, plan)
 
 
 def _check_destinations(settings: InferenceSettings) -> None:
@@ -235,6 +238,7 @@ def _tags(job: PreparedRun, norm) -> dict:
         "SCDM_SAMPLES": job.plan.samples,
         "SCDM_INPUT": os.path.abspath(job.info.path),
         "SCDM_INPUT_BANDS": ",".join(map(str, job.info.bands)),
+        "SCDM_RADIOMETRY": job.radiometry.value,
         "SCDM_TILE": f"{tile_h}x{tile_w}",
         "SCDM_OVERLAP": tiling.overlap,
         "SCDM_NORMALISATION": f"offset={norm.offset:g},scale={norm.scale:g}",
@@ -295,7 +299,7 @@ class _Run:
 
     def _open(self) -> None:
         job, plan = self.job, self.plan
-        self.reader = rio.RGBReader(job.info)
+        self.reader = rio.RGBReader(job.info, job.radiometry)
         self.callbacks.tell(0.0, "reading image statistics")
         sample_rgb, sample_valid = _statistics_sample(self.reader)
         self.norm = job.cascade.normalisation_for(sample_rgb, sample_valid)
@@ -311,7 +315,8 @@ class _Run:
     def _log_start(self) -> None:
         job, tiling = self.job, self.plan.tiling
         (tile_h, tile_w), (net_h, net_w) = tiling.tile_size, tiling.network_size
-        self.callbacks.say(f"{job.info.width} x {job.info.height} px, {len(tiling.grid)} tiles of {tile_h} x {tile_w} "
+        self.callbacks.say(f"{job.info.width} x {job.info.height} px {job.info.dtype}, read as {job.radiometry.value} "
+                           f"(see radiometry), {len(tiling.grid)} tiles of {tile_h} x {tile_w} "
                            f"(network {net_h} x {net_w}), device {job.device}, batch {self.plan.batch}, normalisation "
                            f"offset {self.norm.offset:g} scale {self.norm.scale:g}")
 

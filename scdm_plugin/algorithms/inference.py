@@ -37,6 +37,13 @@ SAMPLERS = (
     *((_sampler_option(sampler), sampler.name) for sampler in bridge.sampler_catalog.SAMPLERS),
 )
 DEVICES = ("auto", "cpu", "cuda")
+RADIOMETRIES = ("auto", "linear", "srgb")
+RADIOMETRY_HELP = (
+    "What the RGB values mean. auto: 8-bit images (photos, orthophoto and satellite quick-looks) are "
+    "display-encoded and are decoded to linear light first; anything else is taken as linear. linear: the "
+    "values are proportional to light (reflectance, radiance, raw sensor values) whatever the data type. "
+    "srgb: the values are sRGB-encoded over the data type's full range (8 or 16 bit). A wrong choice "
+    "shifts every spectrum: a display-encoded image read as linear looks washed out to the model.")
 
 # The QGIS parameter(s) that set each engine setting (an ``InferenceSettings`` field, or ``radiometry``),
 # as an error message names them: an engine error carries the setting it is about in ``parameter``
@@ -85,6 +92,10 @@ def add_band_parameters(alg, parent: str) -> None:
             QgsProcessingParameterBand(name, f"{label} (default {default})", defaultValue=default,
                                        parentLayerParameterName=parent, optional=True),
             f"The band of the RGB raster that holds {label.split()[0].lower()} (1-based, default {default})."))
+    radiometry = QgsProcessingParameterEnum("RADIOMETRY", "Input values", options=list(RADIOMETRIES),
+                                            defaultValue=RADIOMETRIES[0])
+    radiometry.setUsesStaticStrings(True)
+    alg.addParameter(_with_help(radiometry, RADIOMETRY_HELP))
 
 
 def add_model_parameters(alg) -> None:
@@ -187,4 +198,5 @@ def inference_arguments(alg, parameters, context) -> dict:
         tile=optional_int(alg, parameters, "TILE_SIZE", context),
         overlap=alg.parameterAsInt(parameters, "OVERLAP", context),
         device=alg.parameterAsEnumString(parameters, "DEVICE", context) or "auto",
+        radiometry=alg.parameterAsEnumString(parameters, "RADIOMETRY", context) or "auto",
     )

@@ -48,7 +48,7 @@ def test_parameters_defaults_and_advanced_flags(scdm_plugin):
 
     alg = QgsApplication.processingRegistry().algorithmById(ALG_ID)
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names == ["INPUT", "RED", "GREEN", "BLUE", "MODEL", "SAMPLER", "STEPS", "GUIDANCE", "PDT_STAGE1",
+    assert names == ["INPUT", "RED", "GREEN", "BLUE", "RADIOMETRY", "MODEL", "SAMPLER", "STEPS", "GUIDANCE", "PDT_STAGE1",
                      "PDT_STAGE2", "SEED", "TILE_SIZE", "OVERLAP", "DEVICE", "SAMPLES", "OUTPUT", "STAGE1_OUTPUT",
                      "UNCERTAINTY_OUTPUT"]
     definition = alg.parameterDefinition
@@ -64,6 +64,8 @@ def test_parameters_defaults_and_advanced_flags(scdm_plugin):
         QgsProcessingParameterDefinition.FlagOptional
     assert definition("DEVICE").options() == ["auto", "cpu", "cuda"]
     assert definition("DEVICE").defaultValue() == "auto"
+    assert definition("RADIOMETRY").options() == ["auto", "linear", "srgb"]
+    assert definition("RADIOMETRY").defaultValue() == "auto"
     advanced = {p.name() for p in alg.parameterDefinitions()
                 if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
     assert advanced == ADVANCED

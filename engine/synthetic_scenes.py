@@ -1,0 +1,129 @@
+"""Synthetic training scenes: library spectra placed in plausible aerial layouts.
+
+The real scenes give the networks real spatial structure but only a few hundred materials, and a
+network with spatial context trained on them alone learns their layout. These scenes put the
+spectral library's materials into layouts an orthophoto shows: a background cover (grass, crop,
+soil or litter), parcels and fields, roofs, roads, a water body, tree crowns with their cast
+shadows. Each region mixes two spectra of its material with a smooth abundance field and a little
+brightness texture, and a slight blur mixes materials across edges as pixels do. So the texture
+cues a window network can use (a crown against a lawn, a shadow beside a roof) come with many
+spectra, and no layout repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from engine.spectral_library import SpectralLibrary
+
+# (material, probability) of the background cover and of parcels
+BACKGROUNDS = (("vegetation", 0.5), ("soil", 0.35), ("npv", 0.15))
+PARCELS = (("vegetation", 0.45), ("soil", 0.3), ("npv", 0.1), ("built", 0.15))
+
+
+def smooth_field(rng: np.random.Generator, shape: Tuple[int, int], sigma: float) -> np.ndarray:
+    """Zero-mean, unit-variance Gaussian noise smoothed over ``sigma`` pixels."""
+    field = ndimage.gaussian_filter(rng.normal(size=shape), sigma, mode="wrap")
+    return field / (field.std() + 1e-9)
+
+
+def _choose(rng: np.random.Generator, table) -> str:
+    names, weights = zip(*table)
+    return str(rng.choice(names, p=np.asarray(weights) / sum(weights)))
+
+
+@dataclass
+class Layout:
+    """A label map, the material of each label, and a cast-shadow mask."""
+
+    labels: np.ndarray
+    materials: List[str]
+    shadow: np.ndarray
+
+
+def _rectangles(rng, layout: Layout, count: int, sizes: Tuple[int, int], table) -> None:
+    size = layout.labels.shape[0]
+    for _ in range(count):
+        h, w = rng.integers(sizes[0], max(sizes[0] + 1, sizes[1]), size=2)
+        r, c = rng.integers(0, max(1, size - h)), rng.integers(0, max(1, size - w))
+        layout.labels[r:r + h, c:c + w] = len(layout.materials)
+        layout.materials.append(table if isinstance(table, str) else _choose(rng, table))
+
+
+def _roads(rng, layout: Layout) -> None:
+    size = layout.labels.shape[0]
+    for _ in range(rng.integers(0, 3)):
+        width = int(rng.integers(2, 6))
+        start = int(rng.integers(0, max(1, size - width)))
+        if rng.random() < 0.5:
+            layout.labels[start:start + width] = len(layout.materials)
+        else:
+            layout.labels[:, start:start + width] = len(layout.materials)
+        layout.materials.append("road")
+
+
+def _crowns(rng, layout: Layout) -> None:
+    size = layout.labels.shape[0]
+    yy, xx = np.mgrid[:size, :size]
+    crowns = np.zeros((size, size), bool)
+    for _ in range(rng.integers(0, 40)):
+        radius = rng.uniform(1.5, max(2.0, size / 12))
+        cy, cx = rng.uniform(0, size, size=2)
+        crowns |= np.hypot(yy - cy, xx - cx) < radius
+        # the shadow falls to one side (the same for every crown: one sun)
+        layout.shadow |= np.hypot(yy - cy - 0.8 * radius, xx - cx - 0.8 * radius) < radius
+    layout.shadow &= ~crowns
+    if crowns.any():
+        layout.labels[crowns] = len(layout.materials)
+        layout.materials.append("tree")
+
+
+def make_layout(rng: np.random.Generator, size: int) -> Layout:
+    layout = Layout(np.zeros((size, size), np.int32), [_choose(rng, BACKGROUNDS)], np.zeros((size, size), bool))
+    _rectangles(rng, layout, int(rng.integers(0, 8)), (size // 8, size // 2), PARCELS)
+    _rectangles(rng, layout, int(rng.integers(0, 12)), (3, size // 6), "built")
+    _roads(rng, layout)
+    if rng.random() < 0.25:
+        water = smooth_field(rng, (size, size), size / 6) > rng.uniform(1.0, 2.0)
+        layout.labels[water] = len(layout.materials)
+        layout.materials.append("water")
+    _crowns(rng, layout)
+    return layout
+
+
+class SyntheticScenes:
+    """Draws (C, size, size) reflectance cubes from a spectral library and water spectra."""
+
+    def __init__(self, library: SpectralLibrary, water: np.ndarray, wavelengths_nm):
+        self.wavelengths = np.asarray(wavelengths_nm, dtype=np.float32)
+        self.pools = {name: library.group(name) for name in ("vegetation", "soil", "npv", "built", "road")}
+        self.pools["tree"] = self.pools["vegetation"]
+        self.pools["water"] = np.asarray(water, dtype=np.float32)
+        self.covered = library.covered
+
+    def _region(self, rng, material: str, size: int) -> np.ndarray:
+        pool = self.pools[material]
+        first, second = pool[rng.integers(len(pool), size=2)]
+        share = 1 / (1 + np.exp(-1.5 * smooth_field(rng, (size, size), rng.uniform(1, 6))))
+        texture = np.exp(rng.uniform(0.02, 0.15) * smooth_field(rng, (size, size), rng.uniform(0.5, 2)))
+        return (share[..., None] * first + (1 - share[..., None]) * second) * texture[..., None]
+
+    def make(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        layout = make_layout(rng, size)
+        cube = np.zeros((size, size, len(self.wavelengths)), np.float32)
+        for label, material in enumerate(layout.materials):
+            mask = layout.labels == label
+            if mask.any():
+                cube[mask] = self._region(rng, material, size)[mask]
+        blur = rng.uniform(0.0, 0.8)
+        if blur > 0.2:
+            cube = ndimage.gaussian_filter(cube, (blur, blur, 0))
+        if layout.shadow.any():
+            # shade is lit by the sky alone: darker, and bluer (skylight falls off with wavelength)
+            skylight = (self.wavelengths / 550.0) ** -rng.uniform(0.5, 2.0)
+            cube[layout.shadow] *= rng.uniform(0.1, 0.4) * skylight
+        return np.moveaxis(cube, -1, 0)
