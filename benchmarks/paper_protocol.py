@@ -31,7 +31,8 @@ from engine.diffusion.noise import PositionalNoise
 from engine.diffusion.schedule import TrainingTimesteps
 from engine.metrics import all_metrics, per_band_psnr
 from engine.model.regressor import SingleShotCNN
-from engine.train import LoopOptions, RegressionObjective, TrainingTask, train_network, train_stage
+from engine.train import (LoopOptions, RegressionObjective, TrainingTask, fit_baseline, inner, stage_selector,
+                          train_network, train_stage)
 from engine.training_config import TrainingConfig
 
 RGB_BANDS = (4, 11, 22)
@@ -138,15 +139,18 @@ def prepare_fold(fold: int, seed: int, args, scene_path: Path, device: str, log)
     train_scenes = [load_scene(scene_path, r, c) for i, (r, c) in enumerate(QUADRANTS) if i != fold]
     fast = SamplerConfig(name="dpmpp", steps=args.fast_steps, guidance=args.fast_guidance, pdt_stage1=0.96,
                          pdt_stage2=0.88, truncation_target="x0")
+    means = (protocol_unet(args), protocol_unet(args, stage=2)) if args.mean_anchored else (None, None)
     config = make_config("paper-protocol", houston_grid(), unet=protocol_unet(args),
                          stage2_unet=protocol_unet(args, stage=2), normalisation=NORMALISATION,
                          rgb_simulation=RGBSimulation(kind="bands", band_indices=RGB_BANDS), sampler=fast,
-                         parameterisation=args.parameterisation)
+                         parameterisation=args.parameterisation, mean_networks=means)
     training = TrainingConfig(name=config.name, output=Path(args.out), scenes=(), iterations=args.iterations,
                               batch_size=args.batch, crop=stage_crop(args, 1), learning_rate=args.lr,
                               ema_decay=args.ema_decay, seed=seed, noise_levels=args.noise_levels,
                               log_sigma_mean=args.log_sigma_mean, log_sigma_std=args.log_sigma_std,
-                              parameterisation=args.parameterisation)
+                              parameterisation=args.parameterisation, mean_network=means[0],
+                              stage2_mean_network=means[1],
+                              stage2_condition_source="stage1_mean" if args.mean_anchored else "truth")
     rgb_model = torch.from_numpy(NORMALISATION.to_model(test_cube[list(RGB_BANDS)]))[None].float().to(device)
     return FoldRun(fold, seed, args, device, log, config, training, TrainingSet(config, train_scenes),
                    [scene.cube for scene in train_scenes], test_cube, rgb_model)
@@ -167,11 +171,12 @@ def train_single_shot(run: FoldRun, table) -> Dict[int, np.ndarray]:
         with torch.no_grad():
             estimates[done] = run.estimate_in_units(network_now(run.rgb_model) + apply_affine(table, run.rgb_model))
 
-    def whole(cube, rgb, mask):
+    def whole(cube, rgb, mask, rng):
         return cube, rgb, mask
 
     offset = NORMALISATION.offset / NORMALISATION.scale
-    task = TrainingTask(whole, RegressionObjective(run.training.sam_weight, offset), lambda c: apply_affine(table, c))
+    task = TrainingTask(whole, RegressionObjective(run.training.sam_weight, offset),
+                        lambda cond, margin: apply_affine(table, inner(cond, margin)))
     options = LoopOptions(label="single-shot", show_progress=False,
                           on_step=lambda done, ema: keep(ema, done) if done == iterations else None)
     train_network(network, run.data, task, replace(run.training, iterations=2 * iterations), run.device, options)
@@ -259,6 +264,15 @@ def ablation(run: FoldRun, cascade: Cascade) -> dict:
     return rows
 
 
+def single_shot_baseline(run: FoldRun, one_stage: Cascade):
+    """The affine map the single-shot network learns the residual of: the one-stage diffusion's, or
+    (mean-anchored stages fit none) the same least-squares fit made here."""
+    table = one_stage.stage_config(1).baseline
+    if table is None:
+        table = fit_baseline(run.data, stage_selector(1, one_stage, run.training), run.training)[0]
+    return table
+
+
 def run_fold(fold: int, seed: int, args, scene_path: Path, device: str, log) -> dict:
     """Every method on one fold with one training seed."""
     run = prepare_fold(fold, seed, args, scene_path, device, log)
@@ -268,7 +282,7 @@ def run_fold(fold: int, seed: int, args, scene_path: Path, device: str, log) -> 
     timings["linear regression"] = {"train_s": round(time.time() - started, 2)}
     cascade, one_stage = train_diffusion(run, timings)
     started = time.time()
-    single_shot = train_single_shot(run, one_stage.stage_config(1).baseline)
+    single_shot = train_single_shot(run, single_shot_baseline(run, one_stage))
     seconds = round(time.time() - started, 1)
     log(f"fold {fold}, seed {seed}: single-shot network done in {seconds} s")
     for iterations, estimate in single_shot.items():
@@ -470,6 +484,10 @@ def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.paper_protocol", description=__doc__)
+    parser.add_argument("--mean-anchored", action="store_true",
+                        help="mean-anchored stages: each diffusion stage (one-stage and cascade) samples the residual "
+                             "around a mean network trained first (MSE + SAM) for --iterations; stage 2 trains on "
+                             "stage 1's mean estimate")
     parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--out", default="docs/paper-protocol")
     parser.add_argument("--folds", default="0,1,2,3")

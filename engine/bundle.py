@@ -32,9 +32,9 @@ def save_bundle(cascade: Cascade, folder: Union[str, Path]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    for stage in (1, 2):
-        for key, value in cascade.model(stage).state_dict().items():
-            tensors[f"stage{stage}.{key}"] = value.detach().to("cpu").contiguous()
+    for prefix, network in cascade.networks().items():
+        for key, value in network.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().to("cpu").contiguous()
     save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT_TAG, "name": cascade.config.name})
     (folder / CONFIG_NAME).write_text(json.dumps(cascade.config.to_dict(), indent=2) + "\n")
     return folder
@@ -82,13 +82,17 @@ def load_bundle(folder: Union[str, Path], device: str = "cpu") -> Cascade:
         raise BundleError(f"{weights} cannot be read as safetensors ({exc}); the file is truncated or "
                           "foreign, copy the bundle again") from exc
     cascade = Cascade(config, device="cpu")
-    for stage in (1, 2):
-        prefix = f"stage{stage}."
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    networks = cascade.networks()
+    foreign = sorted({key.split(".", 1)[0] for key in tensors} - set(networks))
+    if foreign:
+        raise BundleError(f"{weights} holds weights for {', '.join(foreign)}, which {CONFIG_NAME} does not describe; "
+                          "the weights and config come from different models")
+    for prefix, network in networks.items():
+        state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
         try:
-            cascade.model(stage).load_state_dict(state, strict=True)
+            network.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else "mismatch"
-            raise BundleError(f"{weights} does not match {CONFIG_NAME} for stage {stage} ({first_line}); "
+            raise BundleError(f"{weights} does not match {CONFIG_NAME} for {prefix} ({first_line}); "
                               "the weights and config come from different models") from exc
     return cascade.to(device)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine.config import BundleConfig, SamplerConfig
@@ -18,6 +19,7 @@ from engine.diffusion.preconditioning import make_denoiser
 from engine.diffusion.samplers import SampleResult, SamplingOptions, sample, sampler_timesteps
 from engine.diffusion.schedule import NoiseSchedule
 from engine.model import make_network
+from engine.model.regressor import SingleShotCNN
 
 
 def stage_band_count(total_bands: int) -> int:
@@ -54,21 +56,34 @@ class Cascade:
     def __init__(self, config: BundleConfig, device: str = "cpu"):
         self.config = config
         self.schedule = NoiseSchedule(config.schedule)
-        n1 = config.stage1.out_channels
-        self.stage1_model = make_network(config.stage1.unet, n1, config.stage1.cond_channels(n1))
-        self.stage2_model = make_network(config.stage2.unet, config.band_count, config.stage2.cond_channels(n1))
+        self.stage1_model = make_network(config.stage1.unet, *self._channels(1))
+        self.stage2_model = make_network(config.stage2.unet, *self._channels(2))
+        self.mean_models = {stage: SingleShotCNN(self.stage_config(stage).mean_network, *self._channels(stage))
+                            for stage in (1, 2) if self.stage_config(stage).mean_network is not None}
         self.device = torch.device("cpu")
         self.to(device)
 
+    def _channels(self, stage: int):
+        """(output bands, condition channels) of a stage's networks."""
+        n1 = self.config.stage1.out_channels
+        out = n1 if stage == 1 else self.config.band_count
+        return out, self.stage_config(stage).cond_channels(n1, self.config.normalisation.condition_channels)
+
     def to(self, device) -> "Cascade":
         self.device = torch.device(device)
-        self.stage1_model.to(self.device).eval()
-        self.stage2_model.to(self.device).eval()
+        for network in self.networks().values():
+            network.to(self.device).eval()
         return self
 
     def model(self, stage: int) -> nn.Module:
-        """The stage's network (the weights a bundle stores)."""
+        """The stage's diffusion network."""
         return self.stage1_model if stage == 1 else self.stage2_model
+
+    def networks(self) -> Dict[str, nn.Module]:
+        """Every network, by the prefix its weights carry in a bundle ("stage1", "stage2", "mean1", "mean2")."""
+        named = {"stage1": self.stage1_model, "stage2": self.stage2_model}
+        named.update({f"mean{stage}": network for stage, network in self.mean_models.items()})
+        return named
 
     def denoiser(self, stage: int):
         """The stage's noise predictor: its network under the stage's parameterisation."""
@@ -87,20 +102,29 @@ class Cascade:
     def stage_config(self, stage: int):
         return self.config.stage1 if stage == 1 else self.config.stage2
 
-    def baseline(self, stage: int, cond: torch.Tensor) -> Optional[torch.Tensor]:
-        """The stage's per-pixel affine estimate from its condition, or None without one."""
-        table = self.stage_config(stage).baseline
-        return None if table is None else apply_affine(table, cond)
+    def baseline(self, stage: int, cond: torch.Tensor, margin: int = 0) -> Optional[torch.Tensor]:
+        """The stage's estimate that its diffusion corrects: the mean network's (mean-anchored
+        stages), the per-pixel affine map's, or None. ``margin``: px of context around the output
+        extent that ``cond`` carries (training windows)."""
+        stage_config = self.stage_config(stage)
+        if stage in self.mean_models:
+            estimate = self.mean_models[stage](cond, margin)
+            return F.softplus(estimate) if stage_config.mean_activation == "softplus" else estimate
+        table = stage_config.baseline
+        if table is None:
+            return None
+        return apply_affine(table, cond if margin == 0 else cond[..., margin:-margin, margin:-margin])
 
-    def normalisation_for(self, rgb, valid=None):
-        return self.config.normalisation.resolved(rgb, valid)
+    def image_statistics(self, rgb, valid=None):
+        """What the bundle's input transform needs to know about a whole image (once per raster)."""
+        return self.config.normalisation.statistics(rgb, valid)
 
     @torch.no_grad()
     def sample_stage(self, stage: int, cond: torch.Tensor, settings: SamplerConfig, noise: NoiseSource,
                      on_step: Optional[Callable[[int, int], None]] = None,
                      cancel: Optional[Callable[[], bool]] = None) -> SampleResult:
         model = self.denoiser(stage)
-        predictor = noise_predictor(model, cond, settings.guidance)
+        predictor = noise_predictor(model, cond, settings.guidance, self.config.null_condition)
         options = SamplingOptions.for_stage(settings, stage, self.schedule.num_timesteps,
                                             self.stage_config(stage).x0_limit)
         shape = (cond.shape[0], model.out_channels, cond.shape[2], cond.shape[3])
@@ -116,7 +140,8 @@ class Cascade:
     def sample(self, cond_rgb: torch.Tensor, settings: SamplerConfig, noise: NoiseSource,
                progress: Optional[Callable[[float], None]] = None,
                cancel: Optional[Callable[[], bool]] = None) -> CascadeOutput:
-        """RGB (B, 3, H, W) in model units -> stage-1 (B, n, H, W) and full (B, N, H, W) estimates."""
+        """The RGB condition (B, C, H, W: the normalisation's ``condition``) -> stage-1 (B, n, H, W) and
+        full (B, N, H, W) estimates in model units."""
         settings.validate()
         multiple = self.config.size_multiple
         if cond_rgb.shape[2] % multiple or cond_rgb.shape[3] % multiple:
@@ -130,14 +155,22 @@ class Cascade:
             return lambda k, total: progress(((stage - 1) * per_stage + k) / (2 * per_stage))
 
         first = self.sample_stage(1, cond_rgb, settings, noise, reporter(1), cancel)
-        second = self.sample_stage(2, self.stage2_condition(first.x0, cond_rgb), settings, noise, reporter(2), cancel)
-        return CascadeOutput(first.x0, second.x0, first.nfe + second.nfe,
+        stage1 = self._bounded(first.x0)
+        second = self.sample_stage(2, self.stage2_condition(stage1, cond_rgb), settings, noise, reporter(2), cancel)
+        return CascadeOutput(stage1, self._bounded(second.x0), first.nfe + second.nfe,
                              first.network_passes + second.network_passes)
+
+    def _bounded(self, values: torch.Tensor) -> torch.Tensor:
+        """Spectra per unit of brightness (a non-negative normalisation) are clamped at zero: a
+        sample's residual may reach below it, light may not."""
+        return values.clamp(min=0.0) if self.config.normalisation.non_negative else values
 
 
 def make_config(name: str, wavelengths_nm, fwhm_nm=None, *, unet=None, stage2_unet=None,
-                stage2_condition: str = "stage1+rgb", parameterisation: str = "eps", **fields) -> BundleConfig:
-    """A bundle config whose stage-1 bands follow Eq. 12 on the given grid."""
+                stage2_condition: str = "stage1+rgb", parameterisation: str = "eps", mean_networks=(None, None),
+                mean_activation: str = "none", **fields) -> BundleConfig:
+    """A bundle config whose stage-1 bands follow Eq. 12 on the given grid; ``mean_networks`` (one
+    UNetConfig or None per stage) makes stages mean-anchored."""
     from engine.config import StageConfig, UNetConfig, equal_spacing_fwhm
 
     wavelengths = tuple(float(w) for w in wavelengths_nm)
@@ -147,9 +180,11 @@ def make_config(name: str, wavelengths_nm, fwhm_nm=None, *, unet=None, stage2_un
         name=name,
         wavelengths_nm=wavelengths,
         fwhm_nm=fwhm,
-        stage1=StageConfig(stage1_band_indices(len(wavelengths)), "rgb", unet, parameterisation=parameterisation),
+        stage1=StageConfig(stage1_band_indices(len(wavelengths)), "rgb", unet, parameterisation=parameterisation,
+                           mean_network=mean_networks[0], mean_activation=mean_activation),
         stage2=StageConfig(tuple(range(len(wavelengths))), stage2_condition, stage2_unet or unet,
-                           parameterisation=parameterisation),
+                           parameterisation=parameterisation, mean_network=mean_networks[1],
+                           mean_activation=mean_activation),
         **fields,
     )
     config.validate()

@@ -1,14 +1,27 @@
-"""``python -m engine train | sample | evaluate | bench | infer``."""
+"""``python -m engine train | sample | evaluate | bench | infer``.
+
+Exit status: 0 done; 2 an engine error (a refused setting or input, an output that could not be
+written: the message names it); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP
+(128 + the signal's number, as shells report it). A stopped run cleans up as after an error: an
+``infer`` run removes its partial files and leaves every destination as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from typing import Dict, Mapping
 
 from engine.diffusion import sampler_catalog
-from engine.errors import EngineError
+from engine.errors import EngineError, Terminated
+
+EXIT_ERROR = 2
+# Signals that stop a run the way Ctrl-C does (SIGINT raises KeyboardInterrupt by itself).
+TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
@@ -119,7 +132,11 @@ def cmd_bench(args) -> int:
 
     cascade = _load(args)
     torch.manual_seed(0)
-    rgb = torch.rand(args.batch, 3, args.size, args.size)
+    # A random RGB through the bundle's input transform, as the raster pipeline conditions a tile.
+    transform = cascade.config.normalisation
+    images = np.random.default_rng(0).random((args.batch, 3, args.size, args.size)).astype(np.float32)
+    stats = cascade.image_statistics(images[0], None)
+    rgb = torch.from_numpy(np.stack([transform.condition(image, stats) for image in images]).astype(np.float32))
     megapixels = args.batch * args.size * args.size / 1e6
     print(f"model {cascade.config.name} on {cascade.device}, {args.batch} x {args.size}x{args.size} tile(s), "
           f"guidance {args.guidance}")
@@ -147,14 +164,15 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one or both stages from a JSON config")
     p.add_argument("--config", required=True)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--seed", type=int)
-    p.add_argument("--iterations", type=int, help="override the config's iteration count")
+    p.add_argument("--iterations", type=int, help="train every network (mean networks too) this many iterations instead of the config's (a quick run)")
     p.add_argument("--device", help="auto, cpu or cuda[:N] (default: the config's)")
     p.add_argument("--json", help="write the summary and loss curves here")
     p.set_defaults(func=cmd_train)
@@ -208,13 +226,43 @@ def error_message(exc: EngineError, flags: Mapping[str, str]) -> str:
     return f"{flag}: {exc}" if flag else str(exc)
 
 
+@contextmanager
+def terminating_signals_interrupt():
+    """While inside: SIGTERM and SIGHUP raise ``Terminated`` (a KeyboardInterrupt) in the main
+    thread, so the run cleans up as after Ctrl-C. Repeats of them are ignored until the clean-up is
+    done (a service manager that sends SIGTERM twice must not cut it short; SIGKILL still stops it)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    numbers = [getattr(signal, name) for name in TERMINATING_SIGNALS if hasattr(signal, name)]
+
+    def stop(number, frame):
+        for other in numbers:
+            signal.signal(other, signal.SIG_IGN)
+        raise Terminated(number, signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, stop) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def stopped_status(exc: KeyboardInterrupt) -> int:
+    """128 + the number of the signal that stopped the run (SIGINT for a plain Ctrl-C)."""
+    return 128 + getattr(exc, "signal_number", signal.SIGINT)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with terminating_signals_interrupt():
+            return args.func(args)
     except EngineError as exc:
         print(f"error: {error_message(exc, args.setting_flags)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_ERROR
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: stopped by {getattr(exc, 'name', 'SIGINT (Ctrl-C)')} (exit status {stopped_status(exc)})",
+              file=sys.stderr)
+        return stopped_status(exc)

@@ -23,8 +23,12 @@ import numpy as np
 
 from engine.diffusion import sampler_catalog
 from engine.errors import InputError
+from engine.input_transform import (CHROMATIC_CHANNELS, ImageStatistics, affine_statistics, chromatic_condition,
+                                    chromatic_scale, chromatic_statistics)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Bundle format versions this engine reads: 2 adds mean networks and the chromatic normalisation.
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 Parameterisation = Literal["eps", "edm"]
 # What a stage is conditioned on: stage 1 on the RGB, stage 2 on stage 1's bands (and the RGB).
@@ -364,18 +368,55 @@ def override_sampler(base: SamplerConfig, sampler: Optional[str] = None, steps: 
 
 @dataclass(frozen=True)
 class Normalisation(StrictConfig):
-    """Affine map between physical units and model units: v = (x - offset) / scale.
+    """How an RGB image becomes the networks' condition and their output returns to units
+    (engine.input_transform holds the arithmetic).
 
-    kind "fixed" uses the stored offset and scale (the paper: 3693 / 7410 on Houston DN);
-    kind "rgb_percentile" derives ``scale`` from the input RGB (its ``percentile``-th value divided
-    by ``target``), once per raster, so any radiometric scale maps to the range the model knows.
+    kind "fixed": v = (x - offset) / scale with the stored offset and scale (the paper: 3693 / 7410
+    on Houston DN), the same map for the RGB condition and the output; "rgb_percentile": the same
+    with ``scale`` derived from the input RGB (its ``percentile``-th value divided by ``target``),
+    once per raster; "chromatic": the condition is the pixel's colour after per-channel dark-object
+    subtraction (``dark_percentile``) and white point (``white_percentile``), and the output is the
+    network's value times the pixel's brightness (at least ``brightness_floor`` x the image's white),
+    so spectra come out in the input's scale and never negative.
     """
 
-    kind: Literal["fixed", "rgb_percentile"] = "fixed"
+    kind: Literal["fixed", "rgb_percentile", "chromatic"] = "fixed"
     offset: float = 0.0
     scale: float = 1.0
     percentile: float = 99.0
     target: float = 1.0
+    dark_percentile: float = 1.0
+    white_percentile: float = 99.0
+    brightness_floor: float = 0.02
+
+    @property
+    def condition_channels(self) -> int:
+        """Channels of the condition made from an RGB image."""
+        return CHROMATIC_CHANNELS if self.kind == "chromatic" else 3
+
+    @property
+    def non_negative(self) -> bool:
+        """Whether outputs are spectra per unit of brightness, which are never negative."""
+        return self.kind == "chromatic"
+
+    def statistics(self, rgb: np.ndarray, valid: Optional[np.ndarray] = None) -> ImageStatistics:
+        """What the transform needs to know about a whole image (taken once per raster)."""
+        if self.kind == "chromatic":
+            return chromatic_statistics(rgb, valid, self.dark_percentile, self.white_percentile)
+        return affine_statistics(self.kind, self.offset, self.scale, self.percentile, self.target, rgb, valid)
+
+    def condition(self, rgb: np.ndarray, stats: ImageStatistics) -> np.ndarray:
+        """(3, H, W) RGB -> (condition_channels, H, W) network condition."""
+        if self.kind == "chromatic":
+            return chromatic_condition(rgb, stats)
+        return (rgb - stats.offset) / stats.scale
+
+    def output_scale(self, rgb: np.ndarray, stats: ImageStatistics):
+        """(scale, offset) that take network values to output units: output = v * scale + offset,
+        scale a (H, W) array for the chromatic transform, a number for the affine ones."""
+        if self.kind == "chromatic":
+            return chromatic_scale(rgb, stats, self.brightness_floor), 0.0
+        return float(stats.scale), float(stats.offset)
 
     def to_model(self, x):
         return (x - self.offset) / self.scale
@@ -384,16 +425,38 @@ class Normalisation(StrictConfig):
         return v * self.scale + self.offset
 
     def resolved(self, rgb: np.ndarray, valid: Optional[np.ndarray] = None) -> "Normalisation":
-        """The fixed normalisation to use for this RGB image (itself when kind is "fixed")."""
-        if self.kind == "fixed":
-            return self
-        values = np.asarray(rgb, dtype=np.float64)
-        if valid is not None:
-            values = values[:, np.asarray(valid, dtype=bool)]
-        values = values[np.isfinite(values)]
-        level = float(np.percentile(values, self.percentile)) if values.size else 0.0
-        scale = level / self.target if level > 0 else 1.0
-        return dataclasses.replace(self, kind="fixed", offset=0.0, scale=scale)
+        """The fixed affine normalisation to use for this RGB image (itself when kind is "fixed")."""
+        if self.kind == "chromatic":
+            raise ValueError("a chromatic normalisation is not an affine map: use statistics() and condition()")
+        stats = self.statistics(rgb, valid)
+        return self if self.kind == "fixed" else dataclasses.replace(self, kind="fixed", offset=0.0, scale=stats.scale)
+
+
+ENCODINGS = ("linear", "srgb", "gamma", "stretch")
+
+
+@dataclass(frozen=True)
+class ImagingConditions(StrictConfig):
+    """Ranges that training renderings are drawn from (engine.rgb_simulation): haze (path radiance
+    at 550 nm as a share of the scene's white), per-channel white-balance error (log-normal sigma),
+    the encodings (linear float; 8-bit sRGB, gamma or per-channel percentile stretch, which the
+    engine decodes as sRGB), sensor noise, mild JPEG, blur and misregistration of the channels."""
+
+    haze_probability: float = 0.7
+    haze_max: float = 0.25
+    white_balance_sigma: float = 0.1
+    encodings: Tuple[str, ...] = ENCODINGS
+    noise_max: float = 0.01
+    jpeg_probability: float = 0.3
+    jpeg_quality: Tuple[int, int] = (75, 95)
+    blur_max: float = 0.7
+    misregistration_max: float = 0.4
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = sorted(set(self.encodings) - set(ENCODINGS))
+        if unknown or not self.encodings:
+            raise ValueError(f"unknown encodings {unknown}: use some of {', '.join(ENCODINGS)}")
 
 
 @dataclass(frozen=True)
@@ -401,15 +464,25 @@ class RGBSimulation(StrictConfig):
     """How training RGB was made from the cubes; also the default for evaluation.
 
     kind "bands": the RGB is three bands of the cube (``band_indices``, the paper's [4, 11, 22]).
-    kind "srf": integration against camera responses (``cameras``: file stems in shared/data/srf),
-    with per-channel white-balance and global gain drawn from the given ranges during training.
+    kind "srf": integration against camera responses (``cameras``: file stems in the training
+    config's ``srf_dir``), with per-channel white-balance and global gain drawn from the given ranges.
+    kind "imaging": what real imagery goes through (engine.rgb_simulation): the ``cameras``, the
+    ``ir_cut_cameras`` behind an IR-cut filter, satellite red/green/blue bands (``satellite_bands``:
+    "file.geojson:RED,GREEN,BLUE" feature names), the sRGB observer (``srgb_observer``: CIE 1931 under
+    D65, from the same folder) and, for ``random_camera_share`` of the renderings, a random plausible
+    camera; then the ``conditions``.
     """
 
-    kind: Literal["bands", "srf"] = "bands"
+    kind: Literal["bands", "srf", "imaging"] = "bands"
     band_indices: Tuple[int, int, int] = (4, 11, 22)
     cameras: Tuple[str, ...] = ()
     white_balance_range: Tuple[float, float] = (1.0, 1.0)
     gain_range: Tuple[float, float] = (1.0, 1.0)
+    ir_cut_cameras: Tuple[str, ...] = ()
+    satellite_bands: Tuple[str, ...] = ()
+    random_camera_share: float = 0.0
+    srgb_observer: bool = False
+    conditions: ImagingConditions = field(default_factory=ImagingConditions)
 
 
 PARAMETERISATIONS = typing.get_args(Parameterisation)
@@ -422,7 +495,10 @@ class StageConfig(StrictConfig):
     ``baseline`` (optional) is a per-pixel affine map from the condition channels to the output
     bands, (out, cond + 1) with the bias last, fitted by least squares on the training data. The
     diffusion then models the residual x_0 - baseline(c), a far smaller and easier signal than x_0
-    itself. ``x0_limit`` bounds the predicted residual at every sampler step (clip_denoised of
+    itself. ``mean_network`` (optional) makes the stage mean-anchored instead: a deterministic
+    network of that architecture, trained first to predict the conditional mean (MSE + the spectral
+    angle), is the baseline the diffusion models the residual around; ``mean_activation`` "softplus"
+    keeps its output positive (spectra per unit of brightness). ``x0_limit`` bounds the predicted residual at every sampler step (clip_denoised of
     improved-diffusion), set from the training residuals; None leaves it unbounded. ``data_std``
     (the residual's standard deviation, one per band) turns on the Gaussian skip path of the eps
     predictor and scales the EDM preconditioning. ``parameterisation`` is "eps" (the paper's noise
@@ -437,13 +513,16 @@ class StageConfig(StrictConfig):
     x0_limit: Optional[float] = None
     data_std: Union[None, float, Tuple[float, ...]] = None
     parameterisation: Parameterisation = "eps"
+    mean_network: Optional[UNetConfig] = None
+    mean_activation: Literal["none", "softplus"] = "none"
 
     @property
     def out_channels(self) -> int:
         return len(self.output_indices)
 
-    def cond_channels(self, stage1_bands: int) -> int:
-        return {"rgb": 3, "stage1": stage1_bands, "stage1+rgb": stage1_bands + 3}[self.condition]
+    def cond_channels(self, stage1_bands: int, rgb_channels: int = 3) -> int:
+        """Channels of the condition: the RGB's (as the normalisation makes it), stage 1's, or both."""
+        return {"rgb": rgb_channels, "stage1": stage1_bands, "stage1+rgb": stage1_bands + rgb_channels}[self.condition]
 
 
 def unknown_parameterisation(name: str) -> str:
@@ -468,6 +547,16 @@ class BundleConfig(StrictConfig):
     # The raster pipeline's tile edge unless the caller asks for another; training sets it from the
     # network classes (``default_inference_tile``), 64 is what bundles written before it meant.
     inference_tile: int = 64
+    # The value a dropped condition is filled with: training's condition dropout and ICMG's
+    # unconditional pass. 0 (a black pixel, the paper's) for bundles written before it existed; an
+    # out-of-range value keeps "no condition" apart from every real pixel.
+    null_condition: float = 0.0
+    # The wavelengths (nm) the three input channels stand for, in the order the model takes them:
+    # the pipeline checks a raster's red/green/blue against them so they are never swapped.
+    input_wavelengths_nm: Tuple[float, float, float] = (640.0, 550.0, 460.0)
+    # Per-band factors on the standard deviation of K samples, fitted on held-out scenes so that the
+    # sample spread covers the error as a Gaussian would (benchmarks.calibration); None: raw spread.
+    uncertainty_scale: Optional[Tuple[float, ...]] = None
 
     @property
     def band_count(self) -> int:
@@ -492,8 +581,9 @@ class BundleConfig(StrictConfig):
     @classmethod
     def from_dict(cls, data: Any, where: str = "config", relative_to: Optional[Path] = None) -> "BundleConfig":
         version = data.get("format_version") if isinstance(data, dict) else None
-        if version != FORMAT_VERSION:
-            raise ValueError(f"format_version {version!r} is not {FORMAT_VERSION}")
+        if version not in READABLE_FORMAT_VERSIONS:
+            raise ValueError(f"format_version {version!r} is not one this engine reads "
+                             f"({', '.join(map(str, READABLE_FORMAT_VERSIONS))}): update the plugin")
         config = from_dict(cls, data, where, relative_to)
         config.validate()
         return config
@@ -510,7 +600,14 @@ class BundleConfig(StrictConfig):
             raise ValueError(f"inference_tile must be at least 8 pixels, got {self.inference_tile}")
         for stage in (self.stage1, self.stage2):
             stage.unet.validate()
+            if stage.mean_network is not None:
+                stage.mean_network.validate()
+                if stage.baseline is not None:
+                    raise ValueError("a stage has either an affine baseline or a mean network, not both")
         self.sampler.validate()
+        scale = self.uncertainty_scale
+        if scale is not None and (len(scale) != n_bands or min(scale) <= 0):
+            raise ValueError(f"uncertainty_scale needs {n_bands} positive factors, one per band")
 
 
 def equal_spacing_fwhm(wavelengths_nm: Sequence[float]) -> tuple:

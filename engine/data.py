@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from engine.config import BundleConfig, RGBSimulation
 from engine.errors import InputError
 from engine.spectral import SpectralResponse, load_srf_csv, resample_cube, simulate_rgb_from_bands, simulate_rgb_from_srf
+
+
+class Crops(NamedTuple):
+    """A training batch: targets ``cube`` (N, C, s, s) and conditions ``cond`` (N, K, s, s) in model
+    units, which bands each crop covers ``mask`` (N, C), and optionally a per-pixel loss ``weight``
+    (N, 1, s, s)."""
+
+    cube: np.ndarray
+    cond: np.ndarray
+    mask: np.ndarray
+    weight: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -63,13 +74,17 @@ def load_scene(path, rows: Optional[Sequence[int]] = None, cols: Optional[Sequen
 
 
 def scene_on_grid(scene: Scene, wavelengths_nm, fwhm_nm) -> tuple:
-    """The scene resampled to the model grid and which grid bands it covers."""
+    """The scene resampled to the model grid and which grid bands it covers.
+
+    The scene's own bands are taken to be as wide as their spacing, so the resampling adds only the
+    blur the grid's bands have beyond them (a 10 nm band becomes 14.3 nm wide, not 19.7)."""
     target = np.asarray(wavelengths_nm, dtype=np.float64)
     source = scene.wavelengths_nm
     if source.shape == target.shape and np.allclose(source, target, atol=0.05):
         return scene.cube, np.ones(target.size, bool)
     order = np.argsort(source)
-    resampled, covered = resample_cube(scene.cube[order], source[order], target, np.asarray(fwhm_nm))
+    source_fwhm = np.abs(np.gradient(source[order])) if source.size > 1 else None
+    resampled, covered = resample_cube(scene.cube[order], source[order], target, np.asarray(fwhm_nm), source_fwhm)
     return resampled, covered
 
 
@@ -149,20 +164,14 @@ class TrainingSet:
             self._starts[key] = rows * valid.shape[1] + cols
         return self._starts[key]
 
-    def batch(self, size: int, crop: int, rng: np.random.Generator):
-        """(cube, rgb, coverage) of ``size`` crops: (size, C, crop, crop), (size, 3, crop, crop), (size, C)."""
+    def batch(self, size: int, crop: int, rng: np.random.Generator) -> Crops:
+        """``size`` crops: cube (size, C, crop, crop), RGB condition (size, 3, crop, crop), coverage (size, C)."""
         groups = min(size, RENDERINGS_PER_BATCH)
         counts = np.full(groups, size // groups)
         counts[:size % groups] += 1
         cubes, rgbs, masks = (np.concatenate(arrays) for arrays in zip(*(self._crops(int(n), crop, rng) for n in counts)))
-        turns = rng.integers(4, size=size)
-        flips = rng.random(size) < 0.5
-        for k in range(4):
-            for flip in (False, True):
-                chosen = np.flatnonzero((turns == k) & (flips == flip))
-                if chosen.size:
-                    cubes[chosen], rgbs[chosen] = (_dihedral(a[chosen], k, flip) for a in (cubes, rgbs))
-        return np.ascontiguousarray(cubes), np.ascontiguousarray(rgbs), masks
+        cubes, rgbs = dihedral_batch((cubes, rgbs), rng)
+        return Crops(cubes, rgbs, masks)
 
     def _crops(self, count: int, crop: int, rng: np.random.Generator):
         sim = self.config.rgb_simulation
@@ -195,3 +204,19 @@ def _dihedral(crops: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     """(N, C, s, s) crops turned ``turns`` x 90 degrees, then mirrored left-right when ``flip``."""
     out = np.rot90(crops, turns, axes=(2, 3))
     return out[..., ::-1] if flip else out
+
+
+def dihedral_batch(arrays: Tuple[np.ndarray, ...], rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+    """Each crop (the same item of every array, (N, C, s, s)) turned and mirrored at random, the
+    same way in every array."""
+    size = len(arrays[0])
+    turns = rng.integers(4, size=size)
+    flips = rng.random(size) < 0.5
+    arrays = [np.array(a) for a in arrays]
+    for k in range(4):
+        for flip in (False, True):
+            chosen = np.flatnonzero((turns == k) & (flips == flip))
+            if chosen.size:
+                for a in arrays:
+                    a[chosen] = _dihedral(a[chosen], k, flip)
+    return tuple(np.ascontiguousarray(a) for a in arrays)

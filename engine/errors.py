@@ -34,5 +34,21 @@ class BundleError(EngineError):
         super().__init__(message, parameter=parameter)
 
 
+class OutputError(EngineError):
+    """An output could not be written completely (a full disk, an I/O error, a file GDAL could not
+    finish); its partial file is removed and the destination is left as it was."""
+
+
 class Cancelled(EngineError):
     """The caller asked to stop; nothing was written."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received a termination signal (e.g. SIGTERM) and stops as after Ctrl-C: partial
+    files are removed. A ``KeyboardInterrupt``, so that every clean-up that handles Ctrl-C handles it;
+    ``signal_number`` gives the command line its exit status (128 + the number)."""
+
+    def __init__(self, signal_number: int, name: str):
+        super().__init__(f"terminated by {name}")
+        self.signal_number = signal_number
+        self.name = name

@@ -44,11 +44,12 @@ def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed
     that many samples (seeds seed, seed + 1, ...), an estimate of the posterior mean."""
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
-    norm = cascade.normalisation_for(rgb, valid)
+    transform = cascade.config.normalisation
+    stats = cascade.image_statistics(rgb, valid)
     h, w = rgb.shape[1:]
     m = cascade.config.size_multiple
     ph, pw = (-h) % m, (-w) % m
-    model_rgb = norm.to_model(rgb.astype(np.float32))
+    model_rgb = transform.condition(rgb.astype(np.float32), stats)
     if ph or pw:
         model_rgb = np.pad(model_rgb, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
     cond = torch.from_numpy(np.ascontiguousarray(model_rgb))[None]
@@ -62,8 +63,9 @@ def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed
         stage1 = out.stage1 if stage1 is None else stage1 + out.stage1
         nfe, passes = nfe + out.nfe, passes + out.network_passes
     seconds = time.time() - started
-    full = norm.from_model((full / samples)[0, :, :h, :w].cpu().numpy())
-    stage1 = norm.from_model((stage1 / samples)[0, :, :h, :w].cpu().numpy())
+    scale, offset = transform.output_scale(rgb.astype(np.float32), stats)
+    full = (full / samples)[0, :, :h, :w].cpu().numpy() * scale + offset
+    stage1 = (stage1 / samples)[0, :, :h, :w].cpu().numpy() * scale + offset
     return Reconstruction(full.astype(np.float32), stage1.astype(np.float32), nfe, passes, seconds)
 
 

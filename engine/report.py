@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import html
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -106,6 +107,40 @@ def select_profile_pixels(
     return [(int(rows[i]), int(cols[i])) for i in picks]
 
 
+# ----------------------------------------------------------------------------------------------
+# reports
+
+
+@dataclass(frozen=True, eq=False)
+class ReportOptions:
+    """What a report states besides the numbers: its title, the estimate's name in the figures, the
+    bands left out of the averages, the pixels counted (``valid_mask`` (H, W), None: all) and the
+    PSNR peak (``engine.metrics``)."""
+
+    title: str = "Spectral reconstruction evaluation"
+    estimate_name: str = "estimate"
+    exclude_bands: Tuple[int, ...] = ()
+    valid_mask: Optional[np.ndarray] = None
+    peak: Peak = "cube"
+
+
+@dataclass(frozen=True, eq=False)
+class BandTable:
+    """The per-band part of a report: one entry per band of the reference."""
+
+    x_values: np.ndarray  # wavelengths in nm, or band numbers when the rasters have none
+    x_label: str
+    psnr: np.ndarray  # NaN where a band has no data (only excluded bands may lack it)
+    rmse: np.ndarray
+    ssim: np.ndarray
+    excluded: np.ndarray  # bool
+
+    def rows(self) -> List[Tuple[int, float, float, float, float, bool]]:
+        """(band number, x, PSNR, RMSE, SSIM, excluded) per band."""
+        columns = (self.x_values, self.psnr, self.rmse, self.ssim, self.excluded)
+        return list(zip(range(1, self.x_values.size + 1), *(column.tolist() for column in columns)))
+
+
 def _resolved_peak(reference: np.ndarray, kept: np.ndarray, valid: np.ndarray | None, peak: Peak) -> Peak:
     """The numeric cube peak all_metrics uses, so per-band values of excluded bands match it."""
     if peak != "cube":
@@ -114,45 +149,26 @@ def _resolved_peak(reference: np.ndarray, kept: np.ndarray, valid: np.ndarray | 
     return float(values.max())
 
 
-def write_report(
-    reference: np.ndarray,
-    estimate: np.ndarray,
-    wavelengths_nm: Sequence[float] | None,
-    out_path: str | Path,
-    exclude_bands: Sequence[int] = (),
-    title: str = "Spectral reconstruction evaluation",
-    valid_mask: np.ndarray | None = None,
-    method_name: str = "estimate",
-    peak: Peak = "cube",
-) -> dict[str, float]:
-    """Compute the metrics and write an ``.html`` or ``.csv`` report plus two PNG figures beside it.
-
-    The figures are ``<stem>_psnr.png`` and ``<stem>_profiles.png``. ``wavelengths_nm=None`` labels
-    bands by number. Returns :func:`engine.metrics.all_metrics`'s dict.
-    """
-    out = Path(out_path)
-    suffix = out.suffix.lower()
-    if suffix not in (".html", ".htm", ".csv"):
-        raise InputError(f"report path {out} must end in .html or .csv")
-    reference = np.asarray(reference, dtype=np.float64)
-    estimate = np.asarray(estimate, dtype=np.float64)
-    metrics = all_metrics(reference, estimate, exclude_bands, valid_mask, peak)
-
-    band_count = reference.shape[0]
+def _band_axis(wavelengths_nm: Sequence[float] | None, band_count: int) -> Tuple[np.ndarray, str]:
+    """The x values and label of per-band plots and tables: wavelengths, or band numbers without them."""
     if wavelengths_nm is None:
-        x_values = np.arange(1, band_count + 1, dtype=np.float64)
-        x_label = "Band"
-    else:
-        x_values = np.asarray(wavelengths_nm, dtype=np.float64)
-        if x_values.shape != (band_count,):
-            raise InputError(f"{x_values.size} wavelengths given for {band_count} bands")
-        x_label = "Wavelength (nm)"
+        return np.arange(1, band_count + 1, dtype=np.float64), "Band"
+    x_values = np.asarray(wavelengths_nm, dtype=np.float64)
+    if x_values.shape != (band_count,):
+        raise InputError(f"{x_values.size} wavelengths given for {band_count} bands")
+    return x_values, "Wavelength (nm)"
 
-    valid = None if valid_mask is None else np.asarray(valid_mask, dtype=bool)
-    kept = kept_bands(band_count, exclude_bands)
+
+def band_table(reference: np.ndarray, estimate: np.ndarray, wavelengths_nm: Sequence[float] | None,
+               options: ReportOptions) -> BandTable:
+    """Per-band PSNR, RMSE and SSIM over the valid pixels, with the same peak as the summary."""
+    band_count = reference.shape[0]
+    x_values, x_label = _band_axis(wavelengths_nm, band_count)
+    valid = None if options.valid_mask is None else np.asarray(options.valid_mask, dtype=bool)
+    kept = kept_bands(band_count, options.exclude_bands)
     excluded = np.ones(band_count, dtype=bool)
     excluded[kept] = False
-    band_peak = _resolved_peak(reference, kept, valid, peak)
+    band_peak = _resolved_peak(reference, kept, valid, options.peak)
     ref_pixels = reference.reshape(band_count, -1) if valid is None else reference[:, valid]
     est_pixels = estimate.reshape(band_count, -1) if valid is None else estimate[:, valid]
     # Excluded bands may lack data (NaN); they get NaN per-band values instead of an error.
@@ -162,94 +178,122 @@ def write_report(
     psnr[finite] = per_band_psnr(reference[finite], estimate[finite], band_peak, valid)
     ssim[finite] = per_band_ssim(reference[finite], estimate[finite], band_peak, valid)
     diff = ref_pixels - est_pixels
-    band_rmse = np.sqrt(np.mean(diff * diff, axis=1))
+    return BandTable(x_values, x_label, psnr, np.sqrt(np.mean(diff * diff, axis=1)), ssim, excluded)
 
+
+def _figure_paths(out: Path) -> Tuple[Path, Path]:
+    """The per-band PSNR plot and the spectral-profile figure beside a report."""
+    return out.with_name(out.stem + "_psnr.png"), out.with_name(out.stem + "_profiles.png")
+
+
+def _write_figures(reference: np.ndarray, estimate: np.ndarray, table: BandTable, out: Path,
+                   options: ReportOptions) -> None:
+    psnr_png, profiles_png = _figure_paths(out)
+    name = options.estimate_name
+    curve = {name: np.where(table.excluded, np.nan, table.psnr)}
+    plot_per_band_psnr(table.x_values, curve, psnr_png, f"{options.title}: per-band PSNR", table.x_label)
+    kept = ~table.excluded
+    pixels = select_profile_pixels(reference[kept], 4, options.valid_mask)
+    plot_spectral_profiles(table.x_values, reference, {name: estimate}, pixels, profiles_png,
+                           f"{options.title}: spectral profiles", table.x_label)
+
+
+def _write_csv(out: Path, table: BandTable, has_wavelengths: bool) -> None:
+    x_column = "wavelength_nm" if has_wavelengths else "band_number"
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["band", x_column, "psnr_db", "rmse", "ssim", "excluded"])
+        for number, x, p, r, s, ex in table.rows():
+            writer.writerow([number, f"{x:g}", f"{p:.4f}", f"{r:.6g}", f"{s:.5f}", int(ex)])
+
+
+def write_report(reference: np.ndarray, estimate: np.ndarray, wavelengths_nm: Sequence[float] | None,
+                 out_path: str | Path, options: ReportOptions = ReportOptions()) -> dict[str, float]:
+    """Compute the metrics and write an ``.html`` or ``.csv`` report plus two PNG figures beside it.
+
+    The figures are ``<stem>_psnr.png`` and ``<stem>_profiles.png``. ``wavelengths_nm=None`` labels
+    bands by number. Returns :func:`engine.metrics.all_metrics`'s dict.
+    """
+    out = Path(out_path)
+    if out.suffix.lower() not in (".html", ".htm", ".csv"):
+        raise InputError(f"report path {out} must end in .html or .csv")
+    reference = np.asarray(reference, dtype=np.float64)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    metrics = all_metrics(reference, estimate, options.exclude_bands, options.valid_mask, options.peak)
+    table = band_table(reference, estimate, wavelengths_nm, options)
     out.parent.mkdir(parents=True, exist_ok=True)
-    psnr_png = out.with_name(out.stem + "_psnr.png")
-    profiles_png = out.with_name(out.stem + "_profiles.png")
-    curve = {method_name: np.where(excluded, np.nan, psnr)}
-    plot_per_band_psnr(x_values, curve, psnr_png, f"{title}: per-band PSNR", x_label)
-    plot_spectral_profiles(
-        x_values,
-        reference,
-        {method_name: estimate},
-        select_profile_pixels(reference[kept], 4, valid),
-        profiles_png,
-        f"{title}: spectral profiles",
-        x_label,
-    )
-
-    columns = (x_values, psnr, band_rmse, ssim, excluded)
-    bands = list(zip(range(1, band_count + 1), *(column.tolist() for column in columns)))
-    if suffix == ".csv":
-        x_column = "wavelength_nm" if wavelengths_nm is not None else "band_number"
-        with out.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["band", x_column, "psnr_db", "rmse", "ssim", "excluded"])
-            for number, x, p, r, s, ex in bands:
-                writer.writerow([number, f"{x:g}", f"{p:.4f}", f"{r:.6g}", f"{s:.5f}", int(ex)])
+    _write_figures(reference, estimate, table, out, options)
+    if out.suffix.lower() == ".csv":
+        _write_csv(out, table, wavelengths_nm is not None)
     else:
-        out.write_text(
-            _html(title, metrics, bands, x_label, psnr_png.name, profiles_png.name, kept, peak, valid),
-            encoding="utf-8",
-        )
+        figures = tuple(path.name for path in _figure_paths(out))
+        out.write_text(_html(metrics, table, figures, options), encoding="utf-8")
     return metrics
 
 
-def _html(
-    title: str,
-    metrics: Mapping[str, float],
-    bands: Sequence[tuple[int, float, float, float, float, bool]],
-    x_label: str,
-    psnr_png: str,
-    profiles_png: str,
-    kept: np.ndarray,
-    peak: Peak,
-    valid: np.ndarray | None,
-) -> str:
-    esc = html.escape
-    pixel_note = "all pixels" if valid is None else f"{int(valid.sum())} valid pixels (nodata excluded)"
-    peak_note = {"cube": "maximum of the reference cube", "band": "maximum of each reference band"}.get(
-        str(peak), f"{peak}"
-    )
-    summary = [
-        ("RMSE", f"{metrics['rmse']:.6g}", "data units"),
-        ("MPSNR", f"{metrics['mpsnr']:.3f}", f"dB, peak = {peak_note}"),
-        ("MSSIM", f"{metrics['mssim']:.4f}", "Gaussian window 11 x 11, sigma 1.5"),
-        ("SAM", f"{metrics['sam']:.5f}", f"rad ({np.degrees(metrics['sam']):.3f} degrees)"),
-    ]
-    excluded_class = ' class="excluded"'
-    summary_rows = "\n".join(
-        f"<tr><th>{name}</th><td>{value}</td><td>{esc(note)}</td></tr>" for name, value, note in summary
-    )
-    band_rows = "\n".join(
-        f"<tr{excluded_class if ex else ''}><td>{number}</td><td>{x:g}</td><td>{p:.3f}</td>"
-        f"<td>{r:.6g}</td><td>{s:.4f}</td><td>{'yes' if ex else ''}</td></tr>"
-        for number, x, p, r, s, ex in bands
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+# ----------------------------------------------------------------------------------------------
+# the HTML page
+
+_PEAK_NOTES = {"cube": "maximum of the reference cube", "band": "maximum of each reference band"}
+_HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
 th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
 tr.excluded {{ color: #888; }}
 </style></head><body>
-<h1>{esc(title)}</h1>
-<p>Metrics over {len(kept)} bands and {esc(pixel_note)}; excluded bands are listed below but not averaged.</p>
+<h1>{title}</h1>
+<p>Metrics over {kept} bands and {pixels}; excluded bands are listed below but not averaged.</p>
 <table>
 <tr><th>metric</th><th>value</th><th>note</th></tr>
 {summary_rows}
 </table>
-<img src="{esc(psnr_png)}" alt="per-band PSNR">
-<img src="{esc(profiles_png)}" alt="spectral profiles">
+<img src="{psnr_png}" alt="per-band PSNR">
+<img src="{profiles_png}" alt="spectral profiles">
 <h2>Per band</h2>
 <table>
-<tr><th>band</th><th>{esc(x_label)}</th><th>PSNR (dB)</th><th>RMSE</th><th>SSIM</th><th>excluded</th></tr>
+<tr><th>band</th><th>{x_label}</th><th>PSNR (dB)</th><th>RMSE</th><th>SSIM</th><th>excluded</th></tr>
 {band_rows}
 </table>
 </body></html>
 """
+
+
+def _summary_rows(metrics: Mapping[str, float], peak: Peak) -> str:
+    peak_note = _PEAK_NOTES.get(str(peak), f"{peak}")
+    summary = (
+        ("RMSE", f"{metrics['rmse']:.6g}", "data units"),
+        ("MPSNR", f"{metrics['mpsnr']:.3f}", f"dB, peak = {peak_note}"),
+        ("MSSIM", f"{metrics['mssim']:.4f}", "Gaussian window 11 x 11, sigma 1.5"),
+        ("SAM", f"{metrics['sam']:.5f}", f"rad ({np.degrees(metrics['sam']):.3f} degrees)"),
+    )
+    return "\n".join(f"<tr><th>{name}</th><td>{value}</td><td>{html.escape(note)}</td></tr>"
+                     for name, value, note in summary)
+
+
+def _band_rows(table: BandTable) -> str:
+    excluded_class = ' class="excluded"'
+    return "\n".join(
+        f"<tr{excluded_class if ex else ''}><td>{number}</td><td>{x:g}</td><td>{p:.3f}</td>"
+        f"<td>{r:.6g}</td><td>{s:.4f}</td><td>{'yes' if ex else ''}</td></tr>"
+        for number, x, p, r, s, ex in table.rows()
+    )
+
+
+def _html(metrics: Mapping[str, float], table: BandTable, figures: Tuple[str, str], options: ReportOptions) -> str:
+    valid = options.valid_mask
+    pixels = "all pixels" if valid is None else f"{int(np.count_nonzero(valid))} valid pixels (nodata excluded)"
+    esc = html.escape
+    return _HTML_PAGE.format(
+        title=esc(options.title), kept=int(np.count_nonzero(~table.excluded)), pixels=esc(pixels),
+        summary_rows=_summary_rows(metrics, options.peak), psnr_png=esc(figures[0]), profiles_png=esc(figures[1]),
+        x_label=esc(table.x_label), band_rows=_band_rows(table),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# rasters
 
 
 def _read_raster(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -269,11 +313,67 @@ def _read_raster(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
     return cube, valid, wavelengths
 
 
+@dataclass(frozen=True, eq=False)
+class _Raster:
+    path: Path
+    cube: np.ndarray  # (C, H, W) float64, NaN where invalid
+    valid: np.ndarray  # (C, H, W) bool
+    wavelengths: Optional[np.ndarray]
+
+    @classmethod
+    def read(cls, path) -> "_Raster":
+        return cls(Path(path), *_read_raster(Path(path)))
+
+
+def _check_same_grid(reference: _Raster, estimate: _Raster) -> None:
+    """Refuse rasters whose size, band count or band wavelengths differ."""
+    if reference.cube.shape != estimate.cube.shape:
+        (rb, rh, rw), (eb, eh, ew) = reference.cube.shape, estimate.cube.shape
+        raise InputError(
+            f"reference {reference.path.name} has {rb} bands of {rh} x {rw} pixels but estimate "
+            f"{estimate.path.name} has {eb} bands of {eh} x {ew}; compare an estimate made from this reference's "
+            "own RGB, or crop/resample one raster to match the other")
+    if reference.wavelengths is None or estimate.wavelengths is None or reference.cube.shape[0] < 2:
+        return
+    tolerance = 0.5 * float(np.median(np.abs(np.diff(reference.wavelengths))))
+    worst = float(np.max(np.abs(reference.wavelengths - estimate.wavelengths)))
+    if worst > tolerance:
+        raise InputError(
+            f"band wavelengths of {reference.path.name} and {estimate.path.name} differ by up to {worst:.1f} nm, "
+            "so band i is not the same band in both; resample the estimate onto the reference's wavelength grid first")
+
+
+def _compared_bands(reference: _Raster, estimate: _Raster, exclude_bands: Sequence[int]) -> np.ndarray:
+    """The bands not excluded that have ground truth (0-based); refuses an estimate empty in one."""
+    no_truth = ~reference.valid.any(axis=(1, 2))
+    kept = np.array([b for b in kept_bands(no_truth.size, exclude_bands) if not no_truth[b]], dtype=np.int64)
+    if kept.size == 0:
+        raise InputError(f"{reference.path.name} has no valid value in any band that is not excluded")
+    empty_estimate = [int(b) + 1 for b in kept if not estimate.valid[b].any()]
+    if empty_estimate:
+        raise InputError(
+            f"{estimate.path.name} is nodata everywhere in band(s) {empty_estimate} (1-based), which "
+            f"{reference.path.name} has data for; exclude those bands or fix the estimate")
+    return kept
+
+
+def _compared_pixels(reference: _Raster, estimate: _Raster, kept: np.ndarray) -> Optional[np.ndarray]:
+    """The pixels valid in every compared band of both rasters (None: all of them)."""
+    valid = np.all(reference.valid[kept] & estimate.valid[kept], axis=0)
+    if not valid.any():
+        raise InputError(
+            f"{reference.path.name} and {estimate.path.name} share no pixel that is valid in every band of both; "
+            "check their nodata values and that they cover the same area")
+    return None if valid.all() else valid
+
+
 def evaluate_rasters(
     reference_path: str | Path,
     estimate_path: str | Path,
     exclude_bands: Sequence[int] = (),
     report_path: str | Path | None = None,
+    title: Optional[str] = None,
+    estimate_name: Optional[str] = None,
 ) -> dict[str, float]:
     """Metrics of an estimated raster against a reference raster (pixel by pixel, band by band).
 
@@ -281,57 +381,19 @@ def evaluate_rasters(
     ground truth and are excluded like ``exclude_bands``. Of the remaining bands, a pixel counts only
     if it is valid (not nodata, finite) in every band of both rasters. Wavelengths come from the
     reference's metadata (else the estimate's, else band numbers). If ``report_path`` is given,
-    :func:`write_report` writes an HTML or CSV report there.
+    :func:`write_report` writes an HTML or CSV report there, titled ``title`` (default
+    "<estimate file> vs <reference file>"), with the estimate called ``estimate_name`` (default: its
+    file name without extension) in the figures.
     """
-    reference_path = Path(reference_path)
-    estimate_path = Path(estimate_path)
-    reference, ref_valid, ref_wl = _read_raster(reference_path)
-    estimate, est_valid, est_wl = _read_raster(estimate_path)
-    if reference.shape != estimate.shape:
-        raise InputError(
-            f"reference {reference_path.name} has {reference.shape[0]} bands of "
-            f"{reference.shape[1]} x {reference.shape[2]} pixels but estimate {estimate_path.name} has "
-            f"{estimate.shape[0]} bands of {estimate.shape[1]} x {estimate.shape[2]}; compare an "
-            "estimate made from this reference's own RGB, or crop/resample one raster to match the other"
-        )
-    if ref_wl is not None and est_wl is not None and reference.shape[0] > 1:
-        tolerance = 0.5 * float(np.median(np.abs(np.diff(ref_wl))))
-        worst = float(np.max(np.abs(ref_wl - est_wl)))
-        if worst > tolerance:
-            raise InputError(
-                f"band wavelengths of {reference_path.name} and {estimate_path.name} differ by up to "
-                f"{worst:.1f} nm, so band i is not the same band in both; resample the estimate onto "
-                "the reference's wavelength grid first"
-            )
-
-    band_count = reference.shape[0]
-    no_truth = ~ref_valid.any(axis=(1, 2))
-    kept = np.array([b for b in kept_bands(band_count, exclude_bands) if not no_truth[b]], dtype=np.int64)
-    if kept.size == 0:
-        raise InputError(f"{reference_path.name} has no valid value in any band that is not excluded")
-    empty_estimate = [int(b) + 1 for b in kept if not est_valid[b].any()]
-    if empty_estimate:
-        raise InputError(
-            f"{estimate_path.name} is nodata everywhere in band(s) {empty_estimate} (1-based), which "
-            f"{reference_path.name} has data for; exclude those bands or fix the estimate"
-        )
-    valid = np.all(ref_valid[kept] & est_valid[kept], axis=0)
-    if not valid.any():
-        raise InputError(
-            f"{reference_path.name} and {estimate_path.name} share no pixel that is valid in every "
-            "band of both; check their nodata values and that they cover the same area"
-        )
-    excluded = np.setdiff1d(np.arange(band_count), kept).tolist()
-    mask = None if valid.all() else valid
+    reference, estimate = _Raster.read(reference_path), _Raster.read(estimate_path)
+    _check_same_grid(reference, estimate)
+    kept = _compared_bands(reference, estimate, exclude_bands)
+    excluded = tuple(np.setdiff1d(np.arange(reference.cube.shape[0]), kept).tolist())
+    mask = _compared_pixels(reference, estimate, kept)
     if report_path is None:
-        return all_metrics(reference, estimate, excluded, mask)
-    return write_report(
-        reference,
-        estimate,
-        ref_wl if ref_wl is not None else est_wl,
-        report_path,
-        excluded,
-        title=f"{estimate_path.name} vs {reference_path.name}",
-        valid_mask=mask,
-        method_name=estimate_path.stem,
-    )
+        return all_metrics(reference.cube, estimate.cube, excluded, mask)
+    options = ReportOptions(title=title or f"{estimate.path.name} vs {reference.path.name}",
+                            estimate_name=estimate_name or estimate.path.stem, exclude_bands=excluded,
+                            valid_mask=mask)
+    wavelengths = reference.wavelengths if reference.wavelengths is not None else estimate.wavelengths
+    return write_report(reference.cube, estimate.cube, wavelengths, report_path, options)

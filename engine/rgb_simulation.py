@@ -19,16 +19,17 @@ does to a real input before the model sees it:
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from pathlib import Path
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-from engine.radiometry import Radiometry, linearise, resolve
-from engine.spectral import SpectralResponse, _integration_weights
-
-ENCODINGS = ("linear", "srgb", "gamma", "stretch")
+from engine.config import ImagingConditions, RGBSimulation
+from engine.radiometry import Radiometry, linear_to_srgb, linearise, resolve
+from engine.spectral import SpectralResponse, _integration_weights, load_srf_csv
 
 
 @dataclass(frozen=True)
@@ -70,26 +71,6 @@ def random_camera(rng: np.random.Generator, wavelengths_nm: Sequence[float]) -> 
     return Camera("random", (curves / curves.sum(axis=1, keepdims=True)).astype(np.float32))
 
 
-@dataclass(frozen=True)
-class ImagingConditions:
-    """Ranges the renderings are drawn from (see the module docstring)."""
-
-    haze_probability: float = 0.7
-    haze_max: float = 0.25            # path radiance at 550 nm, as a share of the scene's white
-    white_balance_sigma: float = 0.1  # log-normal per-channel gain error
-    encodings: Tuple[str, ...] = ENCODINGS
-    noise_max: float = 0.01           # sensor noise std, as a share of the scene's white
-    jpeg_probability: float = 0.3
-    jpeg_quality: Tuple[int, int] = (75, 95)
-    blur_max: float = 0.7             # Gaussian sigma in pixels
-    misregistration_max: float = 0.4  # shift of red and blue against green, pixels
-
-    def validate(self) -> None:
-        unknown = sorted(set(self.encodings) - set(ENCODINGS))
-        if unknown or not self.encodings:
-            raise ValueError(f"unknown encodings {unknown}: use some of {', '.join(ENCODINGS)}")
-
-
 def _white(rgb: np.ndarray) -> float:
     level = float(np.percentile(rgb.mean(axis=0), 99.5))
     return level if level > 0 else 1.0
@@ -127,8 +108,6 @@ def _encode_8bit(rgb: np.ndarray, encoding: str, rng: np.random.Generator) -> np
     else:
         exposed = np.clip(rgb / (_white(rgb) / rng.uniform(0.7, 1.0)), 0, 1)
         if encoding == "srgb":
-            from engine.radiometry import linear_to_srgb
-
             encoded = linear_to_srgb(exposed)
         else:
             encoded = exposed ** (1.0 / rng.uniform(1.0, 2.4))
@@ -158,3 +137,42 @@ def simulate_rgb(cube: np.ndarray, camera: Camera, rng: np.random.Generator,
     if rng.random() < conditions.jpeg_probability:
         codes = _jpeg(codes, rng.integers(*conditions.jpeg_quality, endpoint=True))
     return linearise(codes, resolve(Radiometry.AUTO, "uint8"), "uint8"), encoding
+
+
+def geojson_response(path: Path, band_names: Sequence[str]) -> SpectralResponse:
+    """Red, green and blue bands of a sensor's EnMAP-Box response GeoJSON (features named like
+    "B4 - Red (...)"; ``band_names`` are the names' first words, e.g. B4, B3, B2)."""
+    features = json.loads(Path(path).read_text())["features"]
+    by_name = {f["properties"]["name"].split()[0]: f["properties"]["response"] for f in features}
+    missing = [name for name in band_names if name not in by_name]
+    if missing:
+        raise ValueError(f"{path} has no band(s) {missing}; it has {sorted(by_name)}")
+    grid = np.arange(300.0, 2601.0)
+    curves = np.array([np.interp(grid, by_name[n]["x"], by_name[n]["y"], left=0.0, right=0.0) for n in band_names])
+    return SpectralResponse(grid, curves, f"{Path(path).stem}:{','.join(band_names)}")
+
+
+# XYZ -> linear sRGB (IEC 61966-2-1)
+XYZ_TO_SRGB = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
+
+
+def srgb_observer(cmf_csv: Path, illuminant_csv: Path) -> SpectralResponse:
+    """The camera an sRGB image ideally comes from: the CIE 1931 observer under the illuminant
+    (D65), mapped to linear sRGB. Its responses have negative lobes, as colour-matching functions do."""
+    cmf = np.loadtxt(cmf_csv, delimiter=",", comments="#")
+    light = np.loadtxt(illuminant_csv, delimiter=",", comments="#")
+    weighted = cmf[:, 1:].T * np.interp(cmf[:, 0], light[:, 0], light[:, 1])
+    return SpectralResponse(cmf[:, 0], XYZ_TO_SRGB @ weighted, "sRGB observer (CIE 1931, D65)")
+
+
+def training_cameras(simulation: RGBSimulation, srf_dir: Path, wavelengths_nm: Sequence[float]) -> List[Camera]:
+    """The named cameras an "imaging" simulation renders through, on the model grid."""
+    srf_dir = Path(srf_dir)
+    responses = [load_srf_csv(srf_dir / f"{name}.csv") for name in simulation.cameras]
+    if simulation.srgb_observer:
+        responses.append(srgb_observer(srf_dir / "cie1931_2deg_xyz_cmf.csv", srf_dir / "illuminant_D65.csv"))
+    responses += [with_ir_cut(load_srf_csv(srf_dir / f"{name}.csv")) for name in simulation.ir_cut_cameras]
+    for item in simulation.satellite_bands:
+        file_name, _, bands = item.partition(":")
+        responses.append(geojson_response(srf_dir / file_name, bands.split(",")))
+    return [camera_on_grid(response, wavelengths_nm) for response in responses]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple, Union
@@ -29,6 +30,11 @@ from .radiometry import Radiometry
 DEFAULT_OVERLAP = 16  # pixels shared by neighbouring tiles unless the caller asks otherwise
 DEFAULT_WRITER_BUDGET = 128 << 20  # bytes of unfinished output blocks held in memory before spilling
 DEFAULT_RUNNER = "in-process"
+CLUSTER_RUNNER = "dask"  # the runner a ``cluster`` setting selects
+LOCAL_CLUSTER = "local"  # ``local:N``: a cluster of N worker processes on this machine
+MAX_LOCAL_WORKERS = 1024
+DEFAULT_SCHEDULER_PORT = 8786  # Dask's
+PRECISIONS = ("fp32", "bf16", "fp16")  # float32, or autocast to bfloat16 / float16 (engine.raster.runners.precision)
 PDT_OFF = "off"  # a PDT entry that switches truncation off for its stage
 
 PdtChoice = Union[None, float, str]  # None: the model's own; PDT_OFF; or a percentile in (0, 1]
@@ -105,6 +111,64 @@ def parse_bands(bands) -> Tuple[int, ...]:
                          parameter="bands") from None
 
 
+_SCHEDULER_ADDRESS = re.compile(r"^(?:(?P<protocol>tcp|tls|ucx|ws|wss)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
+                                r"(?::(?P<port>[0-9]{1,5}))?$")
+
+
+CONSISTENCY_ESTIMATE = "estimate"
+
+
+def parse_consistency(value) -> Optional[str]:
+    """None / "" / "off" -> None; "estimate" or a file path as a string."""
+    if value is None or str(value).strip().lower() in ("", "off", "none"):
+        return None
+    text = str(value).strip()
+    return CONSISTENCY_ESTIMATE if text.lower() == CONSISTENCY_ESTIMATE else text
+
+
+def parse_cluster(value) -> Optional[str]:
+    """``None`` / ``""`` (run here), ``"local:N"`` or a Dask scheduler address, normalised to
+    ``local:N`` or ``protocol://host:port`` (tcp and Dask's port 8786 when left out)."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    if text.lower().startswith(LOCAL_CLUSTER + ":"):
+        count = text.split(":", 1)[1].strip()
+        if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
+            raise InputError(f"cannot read cluster '{text}': local:N takes a number of worker processes from 1 to "
+                             f"{MAX_LOCAL_WORKERS}, e.g. local:2", parameter="cluster")
+        return f"{LOCAL_CLUSTER}:{int(count)}"
+    match = _SCHEDULER_ADDRESS.match(text)
+    if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+        raise InputError(f"cannot read cluster '{text}': give local:N (N worker processes on this machine) or the "
+                         f"address of a Dask scheduler, e.g. tcp://scheduler-host:{DEFAULT_SCHEDULER_PORT}",
+                         parameter="cluster")
+    return f"{match['protocol'] or 'tcp'}://{match['host']}:{match['port'] or DEFAULT_SCHEDULER_PORT}"
+
+
+def input_path_problem(path) -> Optional[str]:
+    """Why ``path`` cannot be an input raster, from the file system alone (None when GDAL may open
+    it): the engine and the QGIS algorithm give these same messages. A ``/vsi...`` path is GDAL's own
+    (a URL, an archive member) and is left to GDAL."""
+    path = os.fspath(path)
+    if path.startswith("/vsi"):
+        return None
+    if not os.path.exists(path):
+        return f"input raster '{path}' does not exist: check the path"
+    if os.path.isdir(path):
+        return f"input '{path}' is a folder, not a raster file: give the path of a GeoTIFF or other GDAL raster"
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return f"input '{path}' is an empty file (0 bytes), not a raster: write or copy the raster again"
+    if not os.access(path, os.R_OK):
+        return f"input '{path}' cannot be read (permission denied): give a raster you can read"
+    return None
+
+
+def not_a_raster(path: str, reason: str) -> str:
+    """The message for a file GDAL does not open as a raster, with GDAL's ``reason``."""
+    return f"cannot read '{path}' as a raster ({reason}): give a GeoTIFF or another format GDAL opens"
+
+
 def _path(value) -> Optional[str]:
     return None if value is None or value == "" else os.fspath(value)
 
@@ -132,6 +196,12 @@ class InferenceSettings:
     per-band standard deviation. ``batch`` None: 8 tiles per network call on CUDA, 1 on the CPU.
     ``radiometry``: what the input's values mean (``engine.radiometry``): "auto", "linear" or "srgb".
     ``expected_band_count``: refuse a model with another number of output bands.
+    ``cluster``: None runs here; ``"local:N"`` or a Dask scheduler address runs the tiles on a Dask
+    cluster (``engine.raster.runners.dask_runner``, which it selects as the runner). ``precision``:
+    "fp32", or "bf16" / "fp16" to run the networks under autocast (``engine.raster.runners.precision``).
+    ``consistency``: None (or "off") leaves the spectra as the model gives them; "estimate" or a camera
+    response CSV projects each output spectrum onto those that integrate to the input RGB exactly
+    (``engine.consistency``), with the camera's response estimated from the image or read from the file.
     """
 
     input: str
@@ -154,6 +224,9 @@ class InferenceSettings:
     writer_memory_bytes: int = DEFAULT_WRITER_BUDGET
     runner: str = DEFAULT_RUNNER
     radiometry: str = Radiometry.AUTO.value
+    cluster: Optional[str] = None
+    precision: str = PRECISIONS[0]
+    consistency: Optional[str] = None
 
     def __post_init__(self):
         # Front ends hand over what they have (Paths, "1,2,3", lists); the fields hold one form.
@@ -163,6 +236,10 @@ class InferenceSettings:
         object.__setattr__(self, "device", "auto" if self.device in (None, "") else str(self.device))
         object.__setattr__(self, "pdt", self._pdt_pair())
         object.__setattr__(self, "radiometry", Radiometry.parse(self.radiometry).value)
+        object.__setattr__(self, "cluster", parse_cluster(self.cluster))
+        object.__setattr__(self, "consistency", parse_consistency(self.consistency))
+        if self.cluster is not None and self.runner == DEFAULT_RUNNER:
+            object.__setattr__(self, "runner", CLUSTER_RUNNER)
         self.validate()
 
     def _pdt_pair(self) -> Tuple[PdtChoice, PdtChoice]:
@@ -193,6 +270,22 @@ class InferenceSettings:
             raise InputError("an uncertainty output needs at least two samples (their standard deviation): "
                              "set samples to 2 or more, e.g. 4", parameter="samples")
         self._check_distinct_outputs()
+        self._check_cluster_and_precision()
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        if self.consistency not in (None, CONSISTENCY_ESTIMATE) and not Path(self.consistency).is_file():
+            raise InputError(f"camera response file {self.consistency} not found: give a CSV (wavelength in nm, "
+                             f"red, green, blue), or '{CONSISTENCY_ESTIMATE}' to estimate the response from the "
+                             "image, or 'off'", parameter="consistency")
+
+    def _check_cluster_and_precision(self) -> None:
+        if self.runner == CLUSTER_RUNNER and self.cluster is None:
+            raise InputError("the dask runner needs a cluster: set cluster to local:N or a Dask scheduler address, "
+                             f"e.g. local:2 or tcp://scheduler-host:{DEFAULT_SCHEDULER_PORT}", parameter="cluster")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)} (fp32 unless the "
+                             "device is a GPU)", parameter="precision")
 
     def _check_sampler(self) -> None:
         try:

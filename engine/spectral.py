@@ -330,3 +330,13 @@ def simulate_rgb_from_srf(
     flat = cube[order].reshape(wavelengths.size, -1).astype(np.float32, copy=False)
     rgb = (weights.astype(np.float32) @ flat).reshape((3,) + cube.shape[1:])
     return rgb, coverage
+
+
+def fill_uncovered(cube: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """(C, ...) with the bands outside the covered range set to the nearest covered band: what a
+    camera response reaching a little beyond a source's range sees (for rendering only)."""
+    index = np.flatnonzero(covered)
+    filled = np.array(cube, copy=True)
+    filled[:index[0]] = cube[index[0]]
+    filled[index[-1] + 1:] = cube[index[-1]]
+    return filled

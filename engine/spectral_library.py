@@ -18,7 +18,7 @@ from typing import Dict, Sequence
 import numpy as np
 
 from engine.errors import InputError
-from engine.spectral import resample_cube
+from engine.spectral import fill_uncovered, resample_cube
 
 LIBRARY_FWHM_NM = 10.0  # earthlib's spectra are sampled (and, for the ASD ones, resampled) at 10 nm
 
@@ -47,6 +47,11 @@ class SpectralLibrary:
 
     def group(self, name: str) -> np.ndarray:
         return self.spectra[self.groups == name]
+
+    def filled(self) -> "SpectralLibrary":
+        """The library with each spectrum's uncovered bands set to its nearest covered band (for
+        rendering through camera responses that reach a little beyond 400 nm)."""
+        return SpectralLibrary(fill_uncovered(self.spectra.T, self.covered).T, self.covered, self.groups)
 
     def counts(self) -> Dict[str, int]:
         names, counts = np.unique(self.groups, return_counts=True)

@@ -26,6 +26,9 @@ class SceneSpec(StrictConfig):
     path: Path
     rows: Optional[Tuple[int, int]] = None
     cols: Optional[Tuple[int, int]] = None
+    # What the cube holds: reflectance (or anything proportional to it), or radiance-like DN, which
+    # imaging training converts to reflectance by an empirical line (engine.imaging_data).
+    units: Literal["reflectance", "radiance"] = "reflectance"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class TrainingConfig(StrictConfig):
     crop: int = 32
     stage2_crop: Optional[int] = None
     learning_rate: float = 2e-4
+    # "cosine": the rate decays to zero over each network's iterations (after a resume, too)
+    learning_rate_schedule: Literal["constant", "cosine"] = "constant"
     ema_decay: float = 0.995
     sam_weight: float = 1.0
     p_uncond: float = 0.1
@@ -77,6 +82,29 @@ class TrainingConfig(StrictConfig):
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None
+    # Mean-anchored stages: a deterministic network per stage (``mean_network``; stage 2 may have its
+    # own) is trained first, for ``mean_iterations`` (default: ``iterations``), on MSE + the spectral
+    # angle; the diffusion network then models the residual around it.
+    mean_network: Optional[UNetConfig] = None
+    stage2_mean_network: Optional[UNetConfig] = None
+    mean_iterations: Optional[int] = None
+    # What stage 2 is conditioned on in training: the true stage-1 bands (the paper), or stage 1's
+    # mean estimate plus Gaussian noise of ``stage2_condition_noise`` x stage 1's residual std
+    # (conditioning augmentation, Ho et al. 2021): what stage 2 receives at inference.
+    stage2_condition_source: Literal["truth", "stage1_mean"] = "truth"
+    stage2_condition_noise: float = 0.0
+    # The value of a dropped condition (ICMG's unconditional model); 0 is the paper's black pixel.
+    null_condition: float = 0.0
+    # Imaging training data (rgb.kind "imaging"): the spectral library behind synthetic scenes, the
+    # share of renderings made from synthetic scenes, their size, and the rendering pool.
+    library: Literal["none", "earthlib"] = "none"
+    synthetic_share: float = 0.0
+    synthetic_size: int = 64
+    rendering_pool: int = 48
+    rendering_refresh: int = 4
+
+    def mean_network_for(self, stage: int) -> Optional[UNetConfig]:
+        return (self.stage2_mean_network or self.mean_network) if stage == 2 else self.mean_network
 
     def crop_for(self, stage: int) -> int:
         """A stage's training crop: stage 2 may train on crops of its own network's window."""

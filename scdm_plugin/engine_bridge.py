@@ -2,10 +2,16 @@
 
 Everything here is imported at plugin load time, so it imports neither torch nor the engine at
 module level: ``load_engine()`` does that inside ``processAlgorithm`` and turns a missing dependency
-into a ``QgsProcessingException`` that names the exact command to install it. The one exception is
-the engine's sampler catalogue (standard library only), which the parameter lists are built from: it
-is imported relative to the plugin package, so no ``sys.path`` change is needed and no other package
-named ``engine`` can stand in for it.
+into a ``QgsProcessingException`` that names the exact command to install it. The exceptions are
+the engine's sampler catalogue and its settings module (standard library and numpy only), which the
+parameter lists, their ranges (``engine.settings.LIMITS``) and the input-path messages come from:
+they are imported relative to the plugin package, so no ``sys.path`` change is needed and no other
+package named ``engine`` can stand in for them.
+
+Input rasters: QGIS opens a raster layer parameter's file when it checks the parameter, computing
+statistics that GDAL then keeps in ``<input>.aux.xml`` and complaining about NaN or constant bands
+("ERROR 1/5" lines). ``quiet_gdal_reads`` opens them without either (``inference.RasterFileParameter``),
+and ``raster_problem`` says why a file that exists cannot be opened, instead of QGIS's "not found".
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import shlex
 import sys
 import sysconfig
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Mapping
+from typing import List, Mapping, Optional
 
 from qgis.core import QgsProcessingException
 
+from ..engine import settings as engine_settings
 from ..engine.diffusion import sampler_catalog
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +133,7 @@ def load_engine() -> SimpleNamespace:
     from engine.bundle import read_config
     from engine.device import resolve_device
     from engine.raster import pipeline
+    from engine.raster.style import read_display
 
     return SimpleNamespace(
         errors=errors,
@@ -132,6 +141,7 @@ def load_engine() -> SimpleNamespace:
         resolve_device=resolve_device,
         read_config=read_config,
         evaluate_rasters=report.evaluate_rasters,
+        read_display=read_display,
     )
 
 
@@ -188,6 +198,9 @@ class FeedbackAdapter:
         self.feedback.pushInfo(message)
 
 
+CANCELLED_MESSAGE = "Cancelled: no output was written."
+
+
 class Cancelled(Exception):
     """Raised by ``call_engine`` when the engine stopped because the user cancelled."""
 
@@ -223,8 +236,12 @@ def run_inference(eng: SimpleNamespace, feedback, fields: dict, parameter_names:
     the QGIS parameters), log the model and the device, then run the engine with its progress
     (start..end percent), cancel and log callbacks wired to the feedback. A refused setting becomes a
     QgsProcessingException like any engine error, naming the parameter ``parameter_names`` gives for
-    it. Returns the engine's InferenceReport, or None after a cancel (the engine leaves no output
-    behind)."""
+    it. Returns the engine's InferenceReport. A cancel (the Cancel button, Ctrl-C in qgis_process)
+    raises a QgsProcessingException too: the engine leaves no output behind, and the run must not
+    end as a success (qgis_process would exit 0 with no output file). SIGTERM (qgis_process being
+    stopped) lets the engine remove its partial files first, then ends the process as the signal
+    asked (exit status 143)."""
+    from engine.cli import terminating_signals_interrupt
     from engine.raster.pipeline import run_inference as run
     from engine.settings import Callbacks, InferenceSettings
 
@@ -234,7 +251,63 @@ def run_inference(eng: SimpleNamespace, feedback, fields: dict, parameter_names:
     feedback.pushInfo(call(describe_device, eng, settings.device))
     adapter = FeedbackAdapter(feedback, start, end)
     try:
-        return call(run, settings, Callbacks(adapter.progress, adapter.cancel, adapter.log))
+        with terminating_signals_interrupt():  # only where QGIS runs the algorithm on the main thread
+            return call(run, settings, Callbacks(adapter.progress, adapter.cancel, adapter.log))
     except Cancelled:
-        feedback.pushInfo("Cancelled: no output was written.")
+        raise QgsProcessingException(CANCELLED_MESSAGE) from None
+    except eng.errors.Terminated as exc:
+        os.kill(os.getpid(), exc.signal_number)  # the handler QGIS had is back: end (or go on) as it would have
+        raise QgsProcessingException(f"Stopped by {exc.name}: no output was written.") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# input rasters as QGIS opens them
+
+
+@contextmanager
+def quiet_gdal_reads(errors: Optional[List[str]] = None):
+    """On this thread, while inside: GDAL keeps no ``.aux.xml`` beside what it opens (QGIS's layer
+    statistics would be written there) and collects its error messages in ``errors`` instead of
+    printing them. QGIS's own GDAL (``osgeo``), not the engine's."""
+    from osgeo import gdal
+
+    errors = [] if errors is None else errors
+    previous = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    gdal.PushErrorHandler(lambda level, number, message: errors.append(str(message).strip()))
+    try:
+        yield errors
+    finally:
+        gdal.PopErrorHandler()
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
+
+
+def raster_problem(path) -> Optional[str]:
+    """Why the file at ``path`` cannot be read as a raster (the engine's words for a missing, empty
+    or folder path; what GDAL says otherwise), or None when GDAL opens it."""
+    problem = engine_settings.input_path_problem(path)
+    if problem is not None:
+        return problem
+    from osgeo import gdal
+
+    with quiet_gdal_reads() as errors:
+        dataset = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR)
+    if dataset is not None:
         return None
+    return engine_settings.not_a_raster(str(path), errors[-1] if errors else "no GDAL driver recognises it")
+
+
+def raster_parameter_problem(alg, parameters, context) -> Optional[str]:
+    """Why QGIS refuses the first raster layer parameter of ``alg`` that it refuses, when it was
+    given as a file path that cannot be read ("INPUT: input '/x.tif' is an empty file ..."); None
+    otherwise (QGIS's own message then stands)."""
+    for definition in alg.parameterDefinitions():
+        value = parameters.get(definition.name())
+        if definition.type() != "raster" or not isinstance(value, str) or not value:
+            continue
+        with quiet_gdal_reads():
+            refused = not definition.checkValueIsAcceptable(value, context)
+        if refused:
+            problem = raster_problem(value)
+            return None if problem is None else f"{definition.name()}: {problem}"
+    return None

@@ -47,9 +47,9 @@ def build() -> QgsProcessingModelAlgorithm:
         QgsProcessingParameterRasterLayer("rgb", "RGB raster"),
         QgsProcessingParameterExtent("extent", "Area to process"),
         QgsProcessingParameterFile("model", "Model bundle folder (empty: the bundled model)",
-                                   behavior=QgsProcessingParameterFile.Folder, optional=True),
+                                   behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True),
         QgsProcessingParameterNumber("steps", "Sampler steps (empty: the model's default)",
-                                     QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+                                     QgsProcessingParameterNumber.Type.Integer, optional=True, minValue=1),
     ]
     for row, definition in enumerate(inputs):
         component = QgsProcessingModelParameter(definition.name())

@@ -22,8 +22,8 @@ def main() -> int:
     if not renderer.isValid():
         print("resources/icon.svg is not a valid SVG", file=sys.stderr)
         return 1
-    image = QImage(64, 64, QImage.Format_ARGB32)
-    image.fill(Qt.transparent)
+    image = QImage(64, 64, QImage.Format.Format_ARGB32)
+    image.fill(Qt.GlobalColor.transparent)
     painter = QPainter(image)
     renderer.render(painter)
     painter.end()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian 12 (run as root, or as a user with sudo):
-#   1. Debian's QGIS 3.22 (qgis_process, Python bindings), GDAL and python3-venv,
+#   1. Debian's QGIS 3.22 (qgis_process, Python bindings), GDAL, python3-venv and Xvfb (GUI test),
 #   2. .venv made from /usr/bin/python3 with --system-site-packages (so it sees QGIS's bindings),
 #   3. the Python packages of requirements-dev.txt (torch==2.13.0, rasterio, pytest, pytest-qgis,
 #      pb_tool, ...) under constraints.txt (numpy<2, affine<3, PyQt5==5.15.9: see that file).
@@ -10,7 +10,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv zip unzip ca-certificates)
+APT_PACKAGES=(qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-scipy python3-venv zip unzip ca-certificates
+              xvfb xauth)  # xvfb, xauth: the desktop GUI test (tests/qgis/test_gui_desktop.py)
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

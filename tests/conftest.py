@@ -66,6 +66,15 @@ def tiny_local_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_pixel_bundle(tmp_path_factory) -> Path:
+    """A tiny cascade of per-pixel networks (1 px condition windows: no context at all)."""
+    from engine.config import UNetConfig
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-pixel",
+                            unet=UNetConfig.local(width=8, blocks=1, condition_window=1))
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")

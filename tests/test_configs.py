@@ -24,7 +24,7 @@ RECIPES = sorted((REPO_ROOT / "configs").glob("*.json"))
 
 
 def test_the_recipes_are_found():
-    assert {p.name for p in RECIPES} >= {"default_model.json", "local_model.json", "houston_tiny.json"}
+    assert {p.name for p in RECIPES} >= {"default_model.json", "multiscale_v1.json", "local_model.json", "houston_tiny.json"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
@@ -55,10 +55,12 @@ def test_recipes_are_typed_and_their_paths_resolved_against_the_file():
 
 
 def test_the_default_inference_tile_comes_from_the_networks():
-    default = bundle_config_from_training(load_training_config(REPO_ROOT / "configs" / "default_model.json"))
-    local = bundle_config_from_training(load_training_config(REPO_ROOT / "configs" / "local_model.json"))
-    assert (default.inference_tile, local.inference_tile) == (64, 256)
-    assert (default.context_radius, local.context_radius) == (None, 3 + 1)
+    def bundle(name: str) -> BundleConfig:
+        return bundle_config_from_training(load_training_config(REPO_ROOT / "configs" / f"{name}.json"))
+
+    per_pixel, multiscale, local = bundle("default_model"), bundle("multiscale_v1"), bundle("local_model")
+    assert (per_pixel.inference_tile, multiscale.inference_tile, local.inference_tile) == (512, 64, 256)
+    assert (per_pixel.context_radius, multiscale.context_radius, local.context_radius) == (0, None, 3 + 1)
 
 
 def _write(tmp_path: Path, **fields) -> Path:
@@ -119,6 +121,7 @@ def test_nesting_comes_from_the_type_hints():
     raw = json.loads((default_bundle_path() / "config.json").read_text())
     config = from_dict(BundleConfig, raw)
     assert isinstance(config.stage1, StageConfig) and isinstance(config.stage2.unet, UNetConfig)
-    assert isinstance(config.stage1.baseline[0], tuple) and isinstance(config.stage1.data_std, tuple)
+    assert isinstance(config.stage1.mean_network, UNetConfig) and isinstance(config.stage1.data_std, tuple)
+    assert isinstance(config.input_wavelengths_nm, tuple) and isinstance(config.uncertainty_scale, tuple)
     assert config == read_config(default_bundle_path())
     assert BundleConfig.from_dict(config.to_dict()) == config

@@ -43,7 +43,7 @@ def _windows(cube: np.ndarray, crop: int) -> np.ndarray:
 def test_every_crop_is_a_transformed_scene_window_with_its_own_rgb(size, crop, seed):
     scenes = [_scene("a", 9, 11, 1), _scene("b", 10, 8, 2)]
     data = _training_set(scenes)
-    cube, rgb, covered = data.batch(size, crop, np.random.default_rng(seed))
+    cube, rgb, covered, _ = data.batch(size, crop, np.random.default_rng(seed))
     assert cube.shape == (size, 48, crop, crop) and rgb.shape == (size, 3, crop, crop) and covered.shape == (size, 48)
     assert cube.dtype == rgb.dtype == np.float32 and cube.flags.c_contiguous and rgb.flags.c_contiguous
     candidates = np.concatenate([_windows(NORMALISATION.to_model(s.cube), crop) for s in scenes])
@@ -61,13 +61,13 @@ def test_crops_avoid_invalid_pixels():
     scene = _scene("half", 20, 20, 3, valid)
     scene.cube[:, ~valid] = 1e6  # unmistakable if a crop ever picked it up
     data = _training_set([scene])
-    cube, _, _ = data.batch(200, 5, np.random.default_rng(0))
+    cube, _, _, _ = data.batch(200, 5, np.random.default_rng(0))
     assert NORMALISATION.from_model(cube).max() < 1e5
 
 
 def test_crops_larger_than_the_scene_are_mirrored_to_size():
     data = _training_set([_scene("small", 6, 7, 4)])
-    cube, rgb, _ = data.batch(3, 10, np.random.default_rng(1))
+    cube, rgb, _, _ = data.batch(3, 10, np.random.default_rng(1))
     assert cube.shape == (3, 48, 10, 10) and np.isfinite(cube).all()
 
 

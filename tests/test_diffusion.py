@@ -281,7 +281,7 @@ def test_edm_target_reproduces_x0_and_bounds_the_network_gain(schedule):
 
 def test_edm_loss_is_zero_for_the_exact_network(schedule):
     """The MSE term compares the raw output with EDM's target, and x0_hat feeds the angle term."""
-    from engine.diffusion.losses import diffusion_loss
+    from engine.diffusion.losses import LossBatch, LossTerms, diffusion_loss
     from engine.diffusion.preconditioning import EDMPreconditioning
 
     x0 = torch.randn(4, 2, 8, 8) * 0.1 + 0.3
@@ -296,12 +296,12 @@ def test_edm_loss_is_zero_for_the_exact_network(schedule):
             return (x0 - c_skip * x_t / c_in) / c_out
 
     edm = EDMPreconditioning(Exact(), schedule, (0.1, 0.1))
-    out = diffusion_loss(edm, schedule, x0, torch.zeros(4, 3, 8, 8), sam_weight=1.0, p_uncond=0.0,
+    out = diffusion_loss(edm, schedule, LossBatch(x0, torch.zeros(4, 3, 8, 8)), LossTerms(sam_weight=1.0, p_uncond=0.0),
                          generator=torch.Generator().manual_seed(0))
     assert out["mse"].item() < 1e-6
     assert out["sam"].item() < 1e-5
-    wrong = diffusion_loss(edm, schedule, x0 + 0.05, torch.zeros(4, 3, 8, 8), sam_weight=0.0, p_uncond=0.0,
-                           generator=torch.Generator().manual_seed(0))
+    wrong = diffusion_loss(edm, schedule, LossBatch(x0 + 0.05, torch.zeros(4, 3, 8, 8)),
+                           LossTerms(sam_weight=0.0, p_uncond=0.0), generator=torch.Generator().manual_seed(0))
     assert wrong["mse"].item() > 1e-3
 
 
@@ -316,7 +316,7 @@ def test_unknown_parameterisation_is_refused(schedule):
 
 def test_edm_floors_a_vanishing_band_std(schedule):
     """A band the baseline copies exactly (std ~1e-16) must not blow the regression target up."""
-    from engine.diffusion.losses import diffusion_loss
+    from engine.diffusion.losses import LossBatch, LossTerms, diffusion_loss
     from engine.diffusion.preconditioning import STD_FLOOR, EDMPreconditioning
 
     class Silent(torch.nn.Module):
@@ -329,6 +329,31 @@ def test_edm_floors_a_vanishing_band_std(schedule):
     edm = EDMPreconditioning(Silent(), schedule, (0.2, 1e-16))
     assert edm.std.flatten()[1].item() == pytest.approx(0.2 * STD_FLOOR)
     x0 = torch.randn(4, 2, 8, 8) * torch.tensor([0.2, 1e-8]).reshape(1, 2, 1, 1)
-    out = diffusion_loss(edm, schedule, x0, torch.zeros(4, 3, 8, 8), p_uncond=0.0,
+    out = diffusion_loss(edm, schedule, LossBatch(x0, torch.zeros(4, 3, 8, 8)), LossTerms(p_uncond=0.0),
                          generator=torch.Generator().manual_seed(0))
     assert out["mse"].item() < 10
+
+
+def test_masked_mse_weights_pixels_and_skips_uncovered_bands():
+    from engine.diffusion.losses import masked_mse
+
+    error = torch.zeros(1, 2, 1, 2)
+    error[0, 0] = torch.tensor([[1.0, 3.0]])
+    error[0, 1] = 100.0  # an uncovered band
+    mask = torch.tensor([[1.0, 0.0]])
+    assert masked_mse(error, mask).item() == pytest.approx(2.0)
+    weight = torch.tensor([[[[1.0, 0.0]]]])  # the second pixel takes no part
+    assert masked_mse(error, mask, weight).item() == pytest.approx(1.0)
+    weight = torch.tensor([[[[1.0, 3.0]]]])
+    assert masked_mse(error, mask, weight).item() == pytest.approx((1 * 1 + 3 * 3) / 4)
+
+
+def test_condition_dropout_uses_the_null_condition():
+    from engine.diffusion.losses import drop_condition
+
+    cond = torch.ones(400, 3, 2, 2)
+    dropped = drop_condition(cond, 0.25, -10.0, torch.Generator().manual_seed(0))
+    items = dropped[:, 0, 0, 0]
+    assert set(items.unique().tolist()) == {1.0, -10.0}
+    assert 0.15 < (items == -10.0).float().mean().item() < 0.35
+    assert torch.equal(drop_condition(cond, 0.0, -10.0, torch.Generator().manual_seed(0)), cond)

@@ -42,7 +42,7 @@ def run(cascade, src, dst, **kw):
                         device="cpu", **kw)
 
 
-@pytest.mark.parametrize("name", ["out.img", "out.vrt", "out", "out.tif.png"])
+@pytest.mark.parametrize("name", ["out.img", "out", "out.tif.png"])
 def test_an_extension_no_format_writes_is_refused_naming_the_supported_ones(cascade, rgb_file, tmp_path, name):
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(InputError) as raised:
@@ -50,6 +50,16 @@ def test_an_extension_no_format_writes_is_refused_naming_the_supported_ones(casc
     assert raised.value.parameter == "output"
     message = str(raised.value)
     assert "GeoTIFF (.tif, .tiff)" in message and f"e.g. '{tmp_path / Path(name).stem}.tif'" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_vrt_output_without_a_cluster_is_refused_naming_both_ways_out(cascade, rgb_file, tmp_path):
+    """.vrt is the sharded output of a cluster run (``engine.raster.sharded``); alone it is refused."""
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(InputError) as raised:
+        run(cascade, rgb_file, tmp_path / "out.vrt")
+    assert raised.value.parameter == "output"
+    assert "set cluster" in str(raised.value) and "write a .tif" in str(raised.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
@@ -66,7 +76,7 @@ def test_tif_and_tiff_in_any_case_are_geotiff(cascade, rgb_file, tmp_path, name)
     with rasterio.open(report.output_path) as ds:
         assert ds.driver == "GTiff" and ds.count == 48
         assert len(read_wavelengths(ds)) == 48
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["rgb.tif", name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["rgb.tif", name, Path(name).stem + ".qml"])
 
 
 class RecordingFormat:
@@ -92,7 +102,7 @@ def test_a_registered_format_is_used_for_its_extension(cascade, rgb_file, tmp_pa
     assert RecordingFormat.created[0][0].name.startswith(".out.rec.partial-"), "written beside, then renamed"
     with rasterio.open(report.output_path) as ds:
         assert ds.count == 48
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.rec", "rgb.tif", "s1.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.qml", "out.rec", "rgb.tif", "s1.qml", "s1.tif"]
 
 
 def test_spectral_metadata_round_trip(tmp_path):

@@ -76,7 +76,7 @@ def listing(folder: Path):
 def test_real_enmap_tile_keeps_georeference_size_nodata_and_gets_spectral_metadata(cascade, tmp_path):
     out = tmp_path / "hsi.tif"
     report = run(cascade, TILE, out, seed=11, tile=48)  # 32 px + 2 x 4 mirrored: one tile
-    assert listing(tmp_path) == ["hsi.tif"], "no partial or scratch file is left"
+    assert listing(tmp_path) == ["hsi.qml", "hsi.tif"], "no partial or scratch file is left, only the style"
     with rasterio.open(TILE) as src, rasterio.open(out) as ds:
         assert (ds.width, ds.height) == (src.width, src.height) == (32, 32)
         assert ds.crs == src.crs and ds.transform == src.transform and ds.nodata == src.nodata == -32768

@@ -12,6 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from engine.report import (
+    ReportOptions,
     evaluate_rasters,
     plot_per_band_psnr,
     plot_spectral_profiles,
@@ -166,7 +167,7 @@ def test_csv_report_has_one_row_per_band(tmp_path: Path) -> None:
     estimate = cube + 25.0
     estimate[2] = cube[2]
     report = tmp_path / "eval.csv"
-    result = write_report(cube, estimate, WAVELENGTHS, report, exclude_bands=(2,))
+    result = write_report(cube, estimate, WAVELENGTHS, report, ReportOptions(exclude_bands=(2,)))
     with report.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [float(row["wavelength_nm"]) for row in rows] == WAVELENGTHS
@@ -252,3 +253,26 @@ def test_plot_functions_write_pngs(tmp_path: Path) -> None:
     assert _is_png(psnr_png) and _is_png(profiles_png)
     with pytest.raises(ValueError, match="pixel"):
         plot_spectral_profiles(WAVELENGTHS, cube, {}, [], tmp_path / "none.png")
+
+
+def test_report_title_and_estimate_name_come_from_the_caller(tmp_path: Path, monkeypatch) -> None:
+    """QGIS titles the report with its layer names: an estimate made from RGB lives in a temporary
+    file whose name means nothing to the user."""
+    import engine.report as report_module
+
+    cube = _cube()
+    reference = _write_tif(tmp_path / "reference.tif", cube)
+    estimate = _write_tif(tmp_path / "scdm_estimate_3f9a.tif", cube + 5.0)
+    legends = []
+    plot = report_module.plot_per_band_psnr
+    monkeypatch.setattr(report_module, "plot_per_band_psnr",
+                        lambda x, curves, *args: legends.append(list(curves)) or plot(x, curves, *args))
+    evaluate_rasters(reference, estimate, report_path=tmp_path / "default.html")
+    evaluate_rasters(reference, estimate, report_path=tmp_path / "named.html",
+                     title="Estimate from rgbn vs EnMAP reference", estimate_name="estimate from rgbn")
+    default = (tmp_path / "default.html").read_text(encoding="utf-8")
+    assert "<h1>scdm_estimate_3f9a.tif vs reference.tif</h1>" in default
+    named = (tmp_path / "named.html").read_text(encoding="utf-8")
+    assert "<title>Estimate from rgbn vs EnMAP reference</title>" in named
+    assert "<h1>Estimate from rgbn vs EnMAP reference</h1>" in named and "scdm_estimate" not in named
+    assert legends == [["scdm_estimate_3f9a"], ["estimate from rgbn"]]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from engine.bundle import default_bundle_path, read_config
 from engine.config import TRUNCATION_TARGETS, SamplerConfig, ScheduleConfig, override_sampler
 from engine.diffusion import sampler_catalog
 from engine.diffusion.sampler_catalog import SamplerInfo
@@ -131,7 +132,8 @@ def test_qgis_enum_is_the_models_default_then_the_registry_in_its_saved_order():
     assert [name for _, name in enum] == [None, *sampler_catalog.names()]
     # Saved models and batch files store the index: these must never move.
     assert [name for _, name in enum[:4]] == [None, "ddim", "dpmpp", "ddpm"]
-    assert "bundled model: DDIM, 2 steps" in enum[0][0]
+    bundled = read_config(default_bundle_path())
+    assert f"bundled model: {sampler_catalog.label(bundled.sampler.name, bundled.sampler.steps)}" in enum[0][0]
     for (label, _), entry in zip(enum[1:], sampler_catalog.SAMPLERS):
         assert label.startswith(entry.display_name) and entry.description in label
 

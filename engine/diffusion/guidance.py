@@ -37,14 +37,15 @@ class ConditionalPredictor:
 
 
 class GuidedPredictor:
-    """ICMG: one forward pass on [x_t; x_t] with conditions [c; 0], then Eq. 19."""
+    """ICMG: one forward pass on [x_t; x_t] with conditions [c; null], then Eq. 19 (null: the value
+    training's condition dropout used, 0 in the paper)."""
 
     network_passes_per_call = 2
 
-    def __init__(self, model, cond: torch.Tensor, scale: float):
+    def __init__(self, model, cond: torch.Tensor, scale: float, null_condition: float = 0.0):
         self.model = model
         self.scale = float(scale)
-        self.cond_pair = torch.cat([cond, torch.zeros_like(cond)])
+        self.cond_pair = torch.cat([cond, torch.full_like(cond, null_condition)])
         self.features = None if model.config.condition_uses_time else model.encode_condition(self.cond_pair)
 
     def __call__(self, x_t: torch.Tensor, t) -> torch.Tensor:
@@ -58,8 +59,8 @@ class GuidedPredictor:
         return icmg_combine(eps_cond, eps_uncond, self.scale)
 
 
-def noise_predictor(model, cond: torch.Tensor, guidance: float):
+def noise_predictor(model, cond: torch.Tensor, guidance: float, null_condition: float = 0.0):
     """The guided predictor when guidance is non-zero, the plain conditional one otherwise."""
     if guidance == 0:
         return ConditionalPredictor(model, cond)
-    return GuidedPredictor(model, cond, guidance)
+    return GuidedPredictor(model, cond, guidance, null_condition)

@@ -2,10 +2,14 @@
 
 With EDM preconditioning the first term is EDM's: MSE between the raw network output and its
 unit-variance target, which is the eps MSE reweighted towards high noise levels, where the
-conditional mean is learned."""
+conditional mean is learned. Both terms skip the bands a training scene does not cover; the squared
+error may carry a per-pixel weight (models of real imagery weight a pixel by its brightness, see
+engine.imaging_data).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -24,27 +28,59 @@ def spectral_angle_loss(x0: torch.Tensor, x0_hat: torch.Tensor, band_mask: Optio
     return 1 - (dot / (norms + eps)).mean()
 
 
-def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch.Tensor, *,
-                   band_mask: Optional[torch.Tensor] = None, sam_weight: float = 1.0,
-                   p_uncond: float = 0.1, sam_offset: float = 0.0, x0_base: Optional[torch.Tensor] = None,
+def masked_mse(squared_error: torch.Tensor, band_mask: Optional[torch.Tensor] = None,
+               pixel_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean of (B, C, H, W) squared errors over covered bands (``band_mask`` (B, C)), each pixel
+    weighted by ``pixel_weight`` (B, 1, H, W) when given."""
+    weight = torch.ones_like(squared_error[:, :1]) if pixel_weight is None else pixel_weight
+    if band_mask is not None:
+        weight = weight * band_mask[:, :, None, None]
+    weight = weight.expand_as(squared_error)
+    return (squared_error * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """How the terms are combined: ``sam_weight`` is lambda; ``sam_offset`` is added to both spectra
+    before the angle so it is measured in physical units ((x - offset) / scale puts the physical zero
+    at -offset / scale); the condition is replaced by ``null_condition`` per item with probability
+    ``p_uncond`` (ICMG's unconditional model)."""
+
+    sam_weight: float = 1.0
+    p_uncond: float = 0.1
+    sam_offset: float = 0.0
+    null_condition: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossBatch:
+    """What one loss evaluation sees: the clean target (the residual, when the network models one),
+    its condition, the covered bands (B, C), the baseline the residual is added to (so the angle is
+    that of the full spectra), and per-pixel weights (B, 1, H, W)."""
+
+    x0: torch.Tensor
+    cond: torch.Tensor
+    band_mask: Optional[torch.Tensor] = None
+    x0_base: Optional[torch.Tensor] = None
+    pixel_weight: Optional[torch.Tensor] = None
+
+
+def drop_condition(cond: torch.Tensor, p_uncond: float, null_value: float, generator) -> torch.Tensor:
+    """The condition with each item replaced by the null condition with probability ``p_uncond``."""
+    drop = (torch.rand(cond.shape[0], generator=generator) < p_uncond).to(cond.device)
+    return torch.where(drop[:, None, None, None], torch.full_like(cond, null_value), cond)
+
+
+def diffusion_loss(model, schedule: NoiseSchedule, batch: LossBatch, terms: LossTerms = LossTerms(),
                    generator: Optional[torch.Generator] = None,
                    timesteps: Optional[Callable[..., torch.Tensor]] = None) -> dict:
-    """One Monte-Carlo estimate of the loss of Algorithm 1.
-
-    ``band_mask`` (B, C) is 1 where the scene covers a band. ``sam_offset`` is added to both spectra
-    before the angle so it is measured in physical units ((x - offset) / scale puts the physical
-    zero at -offset / scale). When the network models a residual, ``x0_base`` is the baseline the
-    residual is added to, so the angle is still that of the full spectra. The condition is zeroed
-    per item with probability ``p_uncond`` (ICMG). ``timesteps(batch, generator)`` draws the noise
-    levels (a ``TrainingTimesteps``); uniform over t when not given.
-    """
-    b = x0.shape[0]
-    device = x0.device
+    """One Monte-Carlo estimate of the loss of Algorithm 1. ``timesteps(batch, generator)`` draws the
+    noise levels (a ``TrainingTimesteps``); uniform over t when not given."""
+    x0 = batch.x0
     draw = timesteps if timesteps is not None else TrainingTimesteps(schedule)
-    t = draw(b, generator).to(device)
-    noise = torch.randn(x0.shape, generator=generator).to(device)
-    drop = (torch.rand(b, generator=generator) < p_uncond).to(device)
-    cond = torch.where(drop[:, None, None, None], torch.zeros_like(cond), cond)
+    t = draw(x0.shape[0], generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    cond = drop_condition(batch.cond, terms.p_uncond, terms.null_condition, generator)
     x_t = schedule.q_sample(x0, t, noise)
     if getattr(model, "parameterisation", "eps") == "edm":
         # EDM's loss weighting: unit-variance regression target for the raw network output.
@@ -54,12 +90,8 @@ def diffusion_loss(model, schedule: NoiseSchedule, x0: torch.Tensor, cond: torch
         eps_hat = model(x_t, t, cond)
         error = (eps_hat - noise) ** 2
         x0_hat = schedule.predict_x0(x_t, t, eps_hat)
-    if band_mask is None:
-        mse = error.mean()
-    else:
-        m = band_mask[:, :, None, None].expand_as(x0)
-        mse = (error * m).sum() / m.sum().clamp(min=1)
-    base = sam_offset if x0_base is None else x0_base + sam_offset
-    sam = spectral_angle_loss(x0 + base, x0_hat + base, band_mask)
-    total = mse + sam_weight * sam
+    mse = masked_mse(error, batch.band_mask, batch.pixel_weight)
+    base = terms.sam_offset if batch.x0_base is None else batch.x0_base + terms.sam_offset
+    sam = spectral_angle_loss(x0 + base, x0_hat + base, batch.band_mask)
+    total = mse + terms.sam_weight * sam
     return {"loss": total, "mse": mse.detach(), "sam": sam.detach()}

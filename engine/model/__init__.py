@@ -9,14 +9,17 @@ from typing import Dict, Type
 
 from engine.config import UNetConfig, choice_message
 from engine.model.local_unet import LocalUNet
+from engine.model.pixel_mlp import PixelMLP
 from engine.model.protocol import DenoisingNetwork
 from engine.model.unet import ConditionalUNet
 
-__all__ = ["ARCHITECTURES", "ConditionalUNet", "DenoisingNetwork", "LocalUNet", "make_network", "network_class"]
+__all__ = ["ARCHITECTURES", "ConditionalUNet", "DenoisingNetwork", "LocalUNet", "PixelMLP", "make_network",
+           "network_class"]
 
 ARCHITECTURES: Dict[str, Type[DenoisingNetwork]] = {
     "multiscale": ConditionalUNet,
     "local": LocalUNet,
+    "pixel_mlp": PixelMLP,
 }
 
 

@@ -30,6 +30,28 @@ from engine.config import UNetConfig
 from engine.model.unet import TwoBranchUNet
 
 
+def window_context(cond: torch.Tensor, radius: int, margin: int) -> torch.Tensor:
+    """``cond`` carrying ``margin`` px of context around the output extent, completed to ``radius``
+    px by mirroring the image itself (repeating its edge when it is smaller than that)."""
+    missing = radius - margin
+    if missing < 0:
+        raise ValueError(f"the condition's margin of {margin} px exceeds the network's context radius {radius} px")
+    if missing == 0:
+        return cond
+    # Reflection needs more pixels than it mirrors; a smaller image repeats its edge instead.
+    mode = "reflect" if min(cond.shape[-2:]) > missing else "replicate"
+    return F.pad(cond, (missing,) * 4, mode=mode)
+
+
+def condition_margin(x_t: torch.Tensor, cond: torch.Tensor) -> int:
+    """The margin of context the condition carries around x_t's extent (the same on every side)."""
+    margin = (cond.shape[-1] - x_t.shape[-1]) // 2
+    if cond.shape[-2] - x_t.shape[-2] != 2 * margin or margin < 0:
+        raise ValueError(f"condition {tuple(cond.shape[-2:])} and x_t {tuple(x_t.shape[-2:])} must have "
+                         "the same size or differ by the same margin on every side")
+    return margin
+
+
 class PixelResBlock(nn.Module):
     """The UNet's residual block with 1 x 1 convolutions as linear layers, FiLM by the embedding."""
 
@@ -106,32 +128,16 @@ class LocalUNet(TwoBranchUNet):
         """Training windows carry the whole context: the target is the window less this margin."""
         return self.context_radius(self.config)
 
-    def _window_context(self, cond: torch.Tensor, margin: int) -> torch.Tensor:
-        radius = self.context_radius(self.config)
-        missing = radius - margin
-        if missing < 0:
-            raise ValueError(f"the condition's margin of {margin} px exceeds the network's context radius "
-                             f"{radius} px")
-        if missing == 0:
-            return cond
-        # Reflection needs more pixels than it mirrors; a smaller image repeats its edge instead.
-        mode = "reflect" if min(cond.shape[-2:]) > missing else "replicate"
-        return F.pad(cond, (missing,) * 4, mode=mode)
-
     def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None,
                          margin: int = 0) -> List[torch.Tensor]:
         """Channels-last features of the condition branch; ``margin`` px of context surround the
         output extent. ``t`` is needed only when the branch sees time."""
-        h = self.input_c(self._window_context(cond, margin)).permute(0, 2, 3, 1)
+        h = self.input_c(window_context(cond, self.context_radius(self.config), margin)).permute(0, 2, 3, 1)
         return self._encode(h, self.condition_branch_embedding(t, cond.shape[0]))
 
     def _condition_features_for(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> List[torch.Tensor]:
         """The condition may carry a margin of context around x_t's extent."""
-        margin = (cond.shape[-1] - x_t.shape[-1]) // 2
-        if cond.shape[-2] - x_t.shape[-2] != 2 * margin or margin < 0:
-            raise ValueError(f"condition {tuple(cond.shape[-2:])} and x_t {tuple(x_t.shape[-2:])} must have "
-                             "the same size or differ by the same margin on every side")
-        return self.encode_condition(cond, t, margin)
+        return self.encode_condition(cond, t, condition_margin(x_t, cond))
 
     def _decode(self, x_t: torch.Tensor, emb: torch.Tensor, cond_features: List[torch.Tensor]) -> torch.Tensor:
         x_features = self._encode(self.input_x(x_t.permute(0, 2, 3, 1)), emb)

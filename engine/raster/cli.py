@@ -15,7 +15,7 @@ import sys
 
 from engine.diffusion import sampler_catalog
 from engine.radiometry import Radiometry
-from engine.settings import DEFAULT_OVERLAP, PDT_OFF, Callbacks, InferenceSettings
+from engine.settings import DEFAULT_OVERLAP, PDT_OFF, PRECISIONS, Callbacks, InferenceSettings
 
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +50,17 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the input values mean: linear (proportional to light: reflectance, radiance, raw "
                         "DN), srgb (display-encoded, decoded before the model), auto (default: 8-bit is srgb, "
                         "anything else linear)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the tiles on a Dask cluster: local:N starts N worker processes here (one per GPU on a "
+                        "GPU machine), tcp://HOST:8786 uses a running scheduler; an output named .vrt is then written "
+                        "as strips by the workers (see docs/scale-out.md). Needs pip install dask distributed")
+    p.add_argument("--precision", choices=PRECISIONS, default=PRECISIONS[0],
+                   help="fp32 (default), or bf16 / fp16 mixed precision for the networks (faster on a GPU, "
+                        "slightly different output)")
+    p.add_argument("--consistency", metavar="CAMERA", default=None,
+                   help="make every output spectrum integrate to the input RGB exactly: a camera response CSV "
+                        "(wavelength in nm, red, green, blue), or 'estimate' to fit the response from the image "
+                        "(default off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

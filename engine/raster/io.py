@@ -21,25 +21,32 @@ once the in-memory budget is exceeded, which keeps memory bounded for any raster
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
+import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import rasterio
+from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import MaskFlags, Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from engine.errors import InputError
+from engine.errors import InputError, OutputError
 from engine.radiometry import Radiometry, linearise
-from engine.settings import parse_bands
+from engine.settings import input_path_problem, not_a_raster, parse_bands
 
 BLOCK_SIZE = 256
+# What rasterio raises when GDAL fails: its own errors, and GDAL's (CPLE_*) where it passes them on.
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64", "float32", "float64")
 
 
@@ -54,6 +61,17 @@ class Georeference:
     crs: Optional[object]
     transform: object
     gcps: Tuple[list, Optional[object]] = ([], None)
+
+    @property
+    def has_transform(self) -> bool:
+        """Whether there is a geotransform: rasterio reports the identity for a raster without one
+        (and GDAL does not write an identity geotransform either)."""
+        return self.transform is not None and self.transform != Affine.identity()
+
+    @property
+    def present(self) -> bool:
+        """Whether the raster is georeferenced at all: a CRS, a geotransform or ground control points."""
+        return self.crs is not None or self.has_transform or bool(self.gcps[0])
 
 
 @dataclass(frozen=True)
@@ -79,16 +97,109 @@ class InputInfo:
 
 
 def _open_input(path: str):
-    if not os.path.exists(path):
-        raise InputError(f"input raster '{path}' does not exist: check the path", parameter="input")
-    if os.path.isdir(path):
-        raise InputError(f"input '{path}' is a folder, not a raster file: give the path of a GeoTIFF or other "
-                         "GDAL raster", parameter="input")
+    problem = input_path_problem(path)
+    if problem is not None:
+        raise InputError(problem, parameter="input")
     try:
-        return rasterio.open(path)
-    except (RasterioIOError, RasterioError) as exc:
-        raise InputError(f"cannot read '{path}' as a raster ({exc}): give a GeoTIFF or another format GDAL opens",
-                         parameter="input") from None
+        return open_raster(path)
+    except GDAL_ERRORS as exc:
+        raise InputError(not_a_raster(path, gdal_message(exc)), parameter="input") from None
+
+
+@contextmanager
+def quiet_rasterio_warnings():
+    """Without two rasterio warnings about valid rasters: NotGeoreferencedWarning (a raster without
+    georeference is a valid input; the run says so once in its log, and its output has none either)
+    and NodataShadowWarning (a nodata value and an alpha band: the nodata value marks the invalid
+    pixels, as in GDAL and QGIS)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        yield
+
+
+class _ToLog(logging.Handler):
+    """Passes each distinct message on to a run's log, once."""
+
+    def __init__(self, log: Callable[[str], None]):
+        super().__init__(logging.WARNING)
+        self.log, self.seen = log, set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.seen:
+            self.seen.add(message)
+            self.log(f"GDAL: {message}")
+
+
+@contextmanager
+def gdal_notices(log: Callable[[str], None]):
+    """While inside: ``quiet_rasterio_warnings``, and the warnings GDAL gives through rasterio's
+    logger (e.g. a tag of a damaged file that it ignores) go to ``log`` as "GDAL: ..." lines, once
+    each, instead of bare lines on stderr (Python's last-resort handler)."""
+    logger = logging.getLogger("rasterio")
+    handler = _ToLog(log)
+    logger.addHandler(handler)
+    try:
+        with quiet_rasterio_warnings():
+            yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def open_raster(path, mode: str = "r", **profile):
+    """``rasterio.open`` without the warnings of ``quiet_rasterio_warnings``."""
+    with quiet_rasterio_warnings():
+        return rasterio.open(str(path), mode, **profile)
+
+
+def gdal_message(exc: BaseException) -> str:
+    """What GDAL said behind a rasterio error: the innermost message of its chain of causes (rasterio's
+    own outer message is "Read failed. See previous exception for details.")."""
+    messages = []
+    while exc is not None:
+        messages.append(str(exc).strip())
+        exc = exc.__cause__ or exc.__context__
+    specific = [m for m in messages if m and "See previous exception" not in m]
+    return (specific or messages or ["unknown error"])[-1]
+
+
+def damaged_input(path: str, where: str, detail: str) -> InputError:
+    """The error for an input GDAL opens but cannot read."""
+    return InputError(f"input raster '{path}' is damaged: {where}: {detail}. The file may be truncated or corrupt "
+                      "(gdalinfo -checksum reads every block and shows where): copy or export it again",
+                      parameter="input")
+
+
+def _tiff_blocks(dataset, band: int):
+    """(row, column, offset, size) of each block of a GeoTIFF band; offset and size None for a block
+    the file does not hold."""
+    block_h, block_w = dataset.block_shapes[band - 1]
+    for row in range(-(-dataset.height // block_h)):
+        for col in range(-(-dataset.width // block_w)):
+            offset = dataset.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+            size = dataset.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+            yield row, col, None if offset is None else int(offset), None if size is None else int(size)
+
+
+def tiff_block_problem(dataset, path, bands: Sequence[int], sparse_ok: bool) -> Optional[str]:
+    """For a GeoTIFF file: the first block of ``bands`` that lies beyond the end of the file (a
+    truncated file), or that the file does not hold at all (unless ``sparse_ok``: GDAL reads such a
+    block as nodata), in words; None when all are in place or the file is no local GeoTIFF. About
+    5 microseconds a block: the table of block offsets, no pixel, is read."""
+    if dataset.driver != "GTiff" or not os.path.isfile(path):
+        return None
+    file_size = os.path.getsize(path)
+    interleaved = dataset.interleaving is not None and dataset.interleaving.name == "pixel"
+    for band in (list(bands)[:1] if interleaved else bands):  # pixel-interleaved bands share their blocks
+        for row, col, offset, size in _tiff_blocks(dataset, band):
+            where = f"band {band}, block row {row}, column {col}"
+            if offset is None or size is None:
+                if not sparse_ok:
+                    return f"{where} was never written"
+            elif offset + size > file_size:
+                return f"{where} ends at byte {offset + size} but the file has {file_size} bytes"
+    return None
 
 
 def _check_bands(src, path: str, bands: Tuple[int, ...], expected_bands: int) -> None:
@@ -136,12 +247,17 @@ def _describe(src, path: str, bands: Tuple[int, ...], dtype: str) -> InputInfo:
 
 
 def inspect_input(path, bands=(1, 2, 3), expected_bands: int = 3) -> InputInfo:
-    """Open ``path``, check it can feed the model, and describe it; raises ``InputError``."""
+    """Open ``path``, check it can feed the model, and describe it; raises ``InputError``, also for a
+    GeoTIFF whose blocks of the chosen bands lie beyond its end (truncated: found before any work)."""
     path = str(path)
     bands = parse_bands(bands)
     with _open_input(path) as src:
         _check_bands(src, path, bands, expected_bands)
-        return _describe(src, path, bands, _pixel_type(src, path, bands))
+        info = _describe(src, path, bands, _pixel_type(src, path, bands))
+        problem = tiff_block_problem(src, path, bands, sparse_ok=True)
+    if problem is not None:
+        raise damaged_input(path, problem, "the file is shorter than its own table of blocks says")
+    return info
 
 
 class RGBReader:
@@ -151,7 +267,7 @@ class RGBReader:
     def __init__(self, info: InputInfo, radiometry: Radiometry = Radiometry.LINEAR):
         self.info = info
         self.radiometry = radiometry
-        self.src = rasterio.open(info.path)
+        self.src = open_raster(info.path)
 
     def close(self) -> None:
         self.src.close()
@@ -170,9 +286,18 @@ class RGBReader:
     def read(self, row_off: int, col_off: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
         """RGB (3, height, width) float32 and validity (height, width) bool of one window."""
         window = Window(col_off, row_off, width, height)
-        data = self.src.read(self.info.bands, window=window)
-        masks = self.src.read_masks(self.info.bands, window=window)
+        with self._reading(f"rows {row_off} to {row_off + height - 1}, columns {col_off} to {col_off + width - 1}"):
+            data = self.src.read(self.info.bands, window=window)
+            masks = self.src.read_masks(self.info.bands, window=window)
         return self._finish(data, masks)
+
+    @contextmanager
+    def _reading(self, where: str):
+        """A read GDAL fails on (a damaged file: reads may fail late, at one tile) as ``InputError``."""
+        try:
+            yield
+        except GDAL_ERRORS as exc:
+            raise damaged_input(self.info.path, f"GDAL could not read {where}", gdal_message(exc)) from None
 
     def read_overview(self, max_pixels: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
         """A nearest-neighbour decimated read of the whole raster with at most ~``max_pixels`` pixels.
@@ -182,8 +307,9 @@ class RGBReader:
         h, w = self.info.height, self.info.width
         factor = max(1.0, math.sqrt(h * w / max_pixels))
         out_h, out_w = max(1, int(round(h / factor))), max(1, int(round(w / factor)))
-        data = self.src.read(self.info.bands, out_shape=(3, out_h, out_w), resampling=Resampling.nearest)
-        masks = self.src.read_masks(self.info.bands, out_shape=(3, out_h, out_w), resampling=Resampling.nearest)
+        with self._reading("an overview of the raster"):
+            data = self.src.read(self.info.bands, out_shape=(3, out_h, out_w), resampling=Resampling.nearest)
+            masks = self.src.read_masks(self.info.bands, out_shape=(3, out_h, out_w), resampling=Resampling.nearest)
         return self._finish(data, masks)
 
 
@@ -350,13 +476,18 @@ class BlockWriter:
             self._store(blk)
 
     def _store(self, blk: _Block) -> None:
-        if self._scratch is None:
-            self._scratch = tempfile.TemporaryFile(dir=self.scratch_dir, prefix=".scdm-scratch-")
         if blk.slot is None:
             blk.slot = self._free_slots.pop() if self._free_slots else self._next_slot
             if blk.slot == self._next_slot:
                 self._next_slot += 1
-        os.pwrite(self._scratch.fileno(), np.ascontiguousarray(blk.data).data, blk.slot * self.slot_bytes)
+        try:
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryFile(dir=self.scratch_dir, prefix=".scdm-scratch-")
+            os.pwrite(self._scratch.fileno(), np.ascontiguousarray(blk.data).data, blk.slot * self.slot_bytes)
+        except OSError as exc:  # e.g. a full disk: the scratch file lives beside the output
+            raise OutputError(f"could not keep unfinished output blocks in a scratch file in '{self.scratch_dir}' "
+                              f"({exc.strerror}): free some space there, or raise the writer's memory budget",
+                              parameter="output") from None
         self._held_bytes -= blk.data.nbytes
         blk.data = None
         self.spilled += 1

@@ -64,10 +64,12 @@ from engine.radiometry import Radiometry, resolve as resolve_radiometry
 from engine.raster import io as rio
 from engine.raster.blending import TileBlender
 from engine.raster.formats import OutputSpec, format_for
-from engine.raster.formats.atomic import AtomicOutputs
+from engine.raster.formats.atomic import AtomicOutputs, check_free_space, space_need
 from engine.raster.plan import ChannelLayout, InferencePlan, ModelFacts, Tiling, make_plan
 from engine.raster.reassembly import Reassembly
-from engine.raster.runners import RunnerContext, TileJob, runner_class
+from engine.raster.spectral_metadata import channel_mismatch, read_wavelengths
+from engine.raster.runners import InputSource, RunnerContext, TileJob, close_runner, in_flight_limit, runner_class
+from engine.raster.style import write_styles
 from engine.raster.windows import Tile, reflect_index
 from engine.settings import Callbacks, InferenceSettings
 
@@ -126,10 +128,16 @@ def run_inference(settings: InferenceSettings, callbacks: Callbacks = Callbacks(
     ``InputError`` (nothing created) or ``Cancelled`` (nothing left behind).
     """
     started = time.perf_counter()
+    with rio.gdal_notices(callbacks.say):
+        return _run_inference(settings, callbacks, cascade, started)
+
+
+def _run_inference(settings: InferenceSettings, callbacks: Callbacks, cascade, started: float) -> InferenceReport:
     job = prepare(settings, cascade)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        run = _Run(job, callbacks)
+        run = _run_class(job.settings)(job, callbacks)
         run.execute()
+        write_styles([output.destination for output in job.plan.outputs], callbacks.say)
     seconds = time.perf_counter() - started
     callbacks.tell(1.0, "done")
     return run.report(seconds)
@@ -153,22 +161,51 @@ class PreparedRun:
 
 def prepare(settings: InferenceSettings, cascade=None) -> PreparedRun:
     """Check the destinations, the input, the device and the model, and plan the run."""
+    from engine.raster.runners.precision import check_precision  # imports torch, as loading the model does
+
     _check_destinations(settings)
     info = rio.inspect_input(settings.input, settings.bands, expected_bands=3)
     radiometry = resolve_radiometry(settings.radiometry, info.dtype)
     device = resolve_device(settings.device)
+    check_precision(settings.precision, device)
     cascade = _load_model(settings.model, cascade, device)
+    _check_channels(settings, cascade.config.input_wavelengths_nm)
     plan = make_plan(info, ModelFacts.of(cascade.config), settings, device)
     runner_class(settings.runner)
     return PreparedRun(settings, info, radiometry, device, cascade, plan)
 
 
+def _check_channels(settings: InferenceSettings, expected_nm) -> None:
+    """Refuse bands whose wavelength metadata says they are not the model's red, green, blue."""
+    with rasterio.open(settings.input) as dataset:
+        wavelengths = read_wavelengths(dataset)
+    if wavelengths is None:
+        return
+    problem = channel_mismatch(wavelengths, settings.bands, expected_nm)
+    if problem:
+        raise InputError(problem, parameter="bands")
+
+
 def _check_destinations(settings: InferenceSettings) -> None:
+    from engine.raster.sharded import check_sharded_outputs
+
+    sharded = check_sharded_outputs(settings)  # .vrt outputs: strips written by a cluster's workers
+    if sharded and settings.consistency is not None:
+        raise InputError("the consistency step runs where the output is assembled, which a sharded (.vrt) output "
+                         "is not: write a GeoTIFF, or set consistency off", parameter="consistency")
     for parameter in ("output", "stage1_output", "uncertainty_output"):
         path = getattr(settings, parameter)
         if path is not None or parameter == "output":
             rio.check_output_path(path, settings.input, parameter)
-            format_for(path, parameter)
+            if not sharded:
+                format_for(path, parameter)
+
+
+def _run_class(settings: InferenceSettings):
+    """``_Run``, or ``engine.raster.sharded.ShardedRun`` for sharded (``.vrt``) outputs."""
+    from engine.raster.sharded import ShardedRun, is_sharded
+
+    return ShardedRun if is_sharded(settings) else _Run
 
 
 def _load_model(folder: Optional[str], cascade, device: str):
@@ -187,11 +224,12 @@ def _load_model(folder: Optional[str], cascade, device: str):
 # one run
 
 
-def _statistics_sample(reader: rio.RGBReader, max_pixels: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray]:
-    """RGB values and validity from a decimated read; a strided full scan if that finds no valid pixel."""
+def _statistics_sample(reader: rio.RGBReader, max_pixels: int = 1 << 20) -> Tuple[np.ndarray, np.ndarray, float]:
+    """RGB values and validity from a decimated read, a strided full scan if that finds no valid pixel;
+    and the fraction of valid pixels in the decimated read."""
     rgb, valid = reader.read_overview(max_pixels)
     if valid.any():
-        return rgb, valid
+        return rgb, valid, float(valid.mean())
     info = reader.info
     step = max(1, int(math.sqrt(info.height * info.width / max_pixels)))
     chunks = []
@@ -202,9 +240,9 @@ def _statistics_sample(reader: rio.RGBReader, max_pixels: int = 1 << 20) -> Tupl
         if sel.size:
             chunks.append(sel)
     if not chunks:
-        return rgb, valid
+        return rgb, valid, 0.0
     values = np.concatenate(chunks, axis=1)[:, None, :]
-    return values, np.ones(values.shape[1:], dtype=bool)
+    return values, np.ones(values.shape[1:], dtype=bool), values.shape[2] * step * step / (info.height * info.width)
 
 
 def _fill_value(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -223,7 +261,60 @@ def _read_mirrored(reader: rio.RGBReader, tile: Tile, tiling: Tiling) -> Tuple[n
     return rgb[:, rows - r0][:, :, cols - c0], ok[rows - r0][:, cols - c0]
 
 
-def _tags(job: PreparedRun, norm) -> dict:
+def read_tile(reader: rio.RGBReader, tile: Tile, tiling: Tiling, fill) -> Tuple[np.ndarray, np.ndarray]:
+    """The tile's RGB with its mirrored context, invalid pixels replaced by ``fill`` (the per-raster
+    RGB), and its validity. Runners whose workers read their own tiles call it too."""
+    rgb, ok = _read_mirrored(reader, tile, tiling)
+    if ok.any() and not ok.all():
+        rgb = np.where(ok[None], rgb, np.asarray(fill, dtype=np.float32)[:, None, None])
+    return rgb, ok
+
+
+ESTIMATE_CROP = 128  # px of the decimated statistics sample the camera estimate reconstructs
+
+
+def _camera_response(job: "PreparedRun", sample_rgb: np.ndarray, sample_valid: np.ndarray, callbacks: Callbacks):
+    """The consistency setting's camera response: None; or a CSV's, scaled to the image's exposure and
+    white balance; or estimated. Both fit on the model's reconstruction of a central crop of the
+    decimated image; the result is logged and tagged on the output."""
+    from engine.consistency import estimate_response, response_from_csv, with_channel_gains
+    from engine.evaluate import reconstruct
+
+    choice, config = job.settings.consistency, job.cascade.config
+    if choice is None:
+        return None
+    h, w = sample_valid.shape
+    rows = slice(max(0, h // 2 - ESTIMATE_CROP // 2), h // 2 + ESTIMATE_CROP // 2)
+    cols = slice(max(0, w // 2 - ESTIMATE_CROP // 2), w // 2 + ESTIMATE_CROP // 2)
+    rgb, valid = sample_rgb[:, rows, cols], sample_valid[rows, cols]
+    spectra = reconstruct(job.cascade, rgb, job.plan.sampler, seed=job.settings.seed, valid=valid).full
+    if choice == "estimate":
+        response = estimate_response(spectra[:, valid], rgb[:, valid])
+    else:
+        response = with_channel_gains(response_from_csv(Path(choice), config.wavelengths_nm), spectra[:, valid],
+                                      rgb[:, valid])
+    peaks = ", ".join(f"{config.wavelengths_nm[int(np.argmax(row))]:.0f}" for row in response.weights)
+    callbacks.say(f"consistency: {response.source}; red, green, blue peak at {peaks} nm")
+    return response
+
+
+def _describe_statistics(transform, stats) -> str:
+    """One phrase: how this raster is normalised for the model."""
+    if transform.kind == "chromatic":
+        dark = ", ".join(f"{v:.4g}" for v in stats.dark)
+        white = ", ".join(f"{v:.4g}" for v in stats.white)
+        return f"chromatic normalisation: dark levels {dark}, white {white} (red, green, blue)"
+    return f"normalisation offset {stats.offset:g} scale {stats.scale:g}"
+
+
+def _normalisation_tag(transform, stats) -> str:
+    if transform.kind == "chromatic":
+        return (f"chromatic: dark={','.join(f'{v:g}' for v in stats.dark)};"
+                f"white={','.join(f'{v:g}' for v in stats.white)}")
+    return f"offset={stats.offset:g},scale={stats.scale:g}"
+
+
+def _tags(job: PreparedRun, stats) -> dict:
     """The SCDM_* tags every output carries (their order is the order they are written in)."""
     sampler, tiling = job.plan.sampler, job.plan.tiling
     tile_h, tile_w = tiling.tile_size
@@ -241,9 +332,15 @@ def _tags(job: PreparedRun, norm) -> dict:
         "SCDM_RADIOMETRY": job.radiometry.value,
         "SCDM_TILE": f"{tile_h}x{tile_w}",
         "SCDM_OVERLAP": tiling.overlap,
-        "SCDM_NORMALISATION": f"offset={norm.offset:g},scale={norm.scale:g}",
+        "SCDM_NORMALISATION": _normalisation_tag(job.cascade.config.normalisation, stats),
         "SCDM_UNITS": job.cascade.config.output_units,
     }
+
+
+def _consistency_tag(response) -> str:
+    """The projection's camera: where it came from and its rows (red, green, blue) over the bands."""
+    rows = "; ".join(",".join(f"{v:.5g}" for v in row) for row in response.weights)
+    return f"spectra integrate to the input RGB through the {response.source} response: {rows}"
 
 
 class CellWriter:
@@ -277,9 +374,10 @@ class _Run:
 
     def __init__(self, job: PreparedRun, callbacks: Callbacks):
         self.job, self.plan, self.callbacks = job, job.plan, callbacks
-        self.outputs = AtomicOutputs()
+        self.outputs = AtomicOutputs(callbacks.say)
         self.reader: Optional[rio.RGBReader] = None
         self.writer: Optional[rio.BlockWriter] = None
+        self.runner = None
         self.tiles_done = 0
         self.tiles_skipped = 0
 
@@ -292,6 +390,7 @@ class _Run:
             self.outputs.discard()
             raise
         finally:
+            close_runner(self.runner)
             if self.writer is not None:
                 self.writer.close()
             if self.reader is not None:
@@ -301,35 +400,44 @@ class _Run:
         job, plan = self.job, self.plan
         self.reader = rio.RGBReader(job.info, job.radiometry)
         self.callbacks.tell(0.0, "reading image statistics")
-        sample_rgb, sample_valid = _statistics_sample(self.reader)
-        self.norm = job.cascade.normalisation_for(sample_rgb, sample_valid)
+        sample_rgb, sample_valid, self.valid_fraction = _statistics_sample(self.reader)
+        self.statistics = job.cascade.image_statistics(sample_rgb, sample_valid)
         self.fill = _fill_value(sample_rgb, sample_valid)
+        self.consistency = _camera_response(job, sample_rgb, sample_valid, self.callbacks)
         self._log_start()
         self._create_outputs()
         self.blender = TileBlender(plan.tiling.grid, plan.layout.total,
                                    CellWriter(plan.tiling, plan.layout, plan.nodata, self.writer))
-        context = RunnerContext(job.cascade, plan, self.norm, job.device, self.callbacks)
+        source = InputSource(job.info, job.radiometry, tuple(float(v) for v in self.fill))
+        context = RunnerContext(job.cascade, plan, self.statistics, job.device, self.callbacks, job.settings, source)
         self.runner = runner_class(job.settings.runner)(context)
-        self.reassembly = Reassembly(self.runner, self._deliver, plan.tiles_in_flight)
+        self.reassembly = Reassembly(self.runner, self._deliver, in_flight_limit(self.runner, plan))
 
     def _log_start(self) -> None:
         job, tiling = self.job, self.plan.tiling
         (tile_h, tile_w), (net_h, net_w) = tiling.tile_size, tiling.network_size
         self.callbacks.say(f"{job.info.width} x {job.info.height} px {job.info.dtype}, read as {job.radiometry.value} "
                            f"(see radiometry), {len(tiling.grid)} tiles of {tile_h} x {tile_w} "
-                           f"(network {net_h} x {net_w}), device {job.device}, batch {self.plan.batch}, normalisation "
-                           f"offset {self.norm.offset:g} scale {self.norm.scale:g}")
+                           f"(network {net_h} x {net_w}), device {job.device}, batch {self.plan.batch}, "
+                           f"{_describe_statistics(job.cascade.config.normalisation, self.statistics)}")
+        if not job.info.georeference.present:
+            self.callbacks.say("the input has no georeference (no CRS, geotransform or ground control points): "
+                               "the output has none either and lines up with the input pixel for pixel")
 
     def _create_outputs(self) -> None:
-        info, tags = self.job.info, _tags(self.job, self.norm)
+        info, tags = self.job.info, _tags(self.job, self.statistics)
+        if self.consistency is not None:
+            tags["SCDM_CONSISTENCY"] = _consistency_tag(self.consistency)
+        specs = [OutputSpec(width=info.width, height=info.height, band_count=output.band_count,
+                            nodata=self.plan.nodata, georeference=info.georeference,
+                            wavelengths_nm=output.wavelengths_nm, fwhm_nm=output.fwhm_nm,
+                            tags=dict(tags, SCDM_PRODUCT=output.product)) for output in self.plan.outputs]
+        formats = [format_for(output.destination, output.parameter) for output in self.plan.outputs]
+        check_free_space([space_need(output_format, output.destination, spec, self.valid_fraction, output.parameter)
+                          for output_format, output, spec in zip(formats, self.plan.outputs, specs)])
         targets = []
-        for output in self.plan.outputs:
-            spec = OutputSpec(width=info.width, height=info.height, band_count=output.band_count,
-                              nodata=self.plan.nodata, georeference=info.georeference,
-                              wavelengths_nm=output.wavelengths_nm, fwhm_nm=output.fwhm_nm,
-                              tags=dict(tags, SCDM_PRODUCT=output.product))
-            sink = self.outputs.create(format_for(output.destination, output.parameter), output.destination, spec,
-                                       output.parameter)
+        for output_format, output, spec in zip(formats, self.plan.outputs, specs):
+            sink = self.outputs.create(output_format, output.destination, spec, output.parameter)
             targets.append(rio.OutputTarget(sink, output.channels))
         self.writer = rio.BlockWriter(targets, info.height, info.width, self.plan.layout.total,
                                       memory_bytes=self.job.settings.writer_memory_bytes,
@@ -341,7 +449,7 @@ class _Run:
         masks: List[np.ndarray] = []
         for index, tile in enumerate(tiling.grid):
             self._check_cancel()
-            rgb, ok = _read_mirrored(self.reader, tile, tiling)
+            rgb, ok = read_tile(self.reader, tile, tiling, self.fill)
             if not ok.any():
                 # Batches are cut before an empty tile, as they always were: which tiles share a
                 # network call changes float rounding, and results stay identical to earlier versions.
@@ -350,8 +458,6 @@ class _Run:
                 self.tiles_skipped += 1
                 self._report(0.0, 0)
                 continue
-            if not ok.all():
-                rgb = np.where(ok[None], rgb, self.fill[:, None, None])
             pending.append(TileJob(index, tile, tiling.raster_origin(tile), rgb))
             masks.append(ok)
             if len(pending) >= self.runner.batch:
@@ -371,9 +477,19 @@ class _Run:
         self._report(0.0, 0)
 
     def _deliver(self, tile: Tile, values: Optional[np.ndarray], valid: np.ndarray) -> None:
+        if values is not None and self.consistency is not None:
+            self._make_consistent(tile, values)
         weights = None if values is None else self.plan.tiling.grid.weights(tile, self.plan.tiling.inset)
         self.blender.add(tile, values, weights, valid)
         self.tiles_done += 1
+
+    def _make_consistent(self, tile: Tile, values: np.ndarray) -> None:
+        """Project the tile's full-band spectra onto those that integrate to its input RGB."""
+        from engine.consistency import project
+
+        rgb, _ = read_tile(self.reader, tile, self.plan.tiling, self.fill)
+        full = self.plan.layout.full
+        values[full] = project(values[full], rgb, self.consistency)
 
     def _report(self, fraction_of_batch: float, batch_size: int) -> None:
         total = len(self.plan.tiling.grid)
@@ -404,7 +520,7 @@ class _Run:
             tiles_run=tiles - self.tiles_skipped, tiles_skipped=self.tiles_skipped, tile=plan.tiling.tile,
             overlap=plan.tiling.overlap, batch=self.runner.batch, device=job.device,
             sampler=dataclasses.asdict(plan.sampler), seed=plan.seed, samples=plan.samples,
-            normalisation={"offset": self.norm.offset, "scale": self.norm.scale}, nodata=plan.nodata,
+            normalisation=dataclasses.asdict(self.statistics), nodata=plan.nodata,
             seconds=seconds, megapixels_per_second=info.width * info.height / 1e6 / max(seconds, 1e-9),
             network_passes=self.runner.network_passes,
             extra={"peak_open_cell_bytes": self.blender.peak_open_bytes, "peak_block_bytes": self.writer.peak_held_bytes,

@@ -125,3 +125,26 @@ def read_wavelengths(dataset) -> Optional[np.ndarray]:
     if all(matches):
         return np.array([_to_nm(np.array([float(m.group(1))]), m.group(2))[0] for m in matches])
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# checking an input's channels
+
+CHANNEL_TOLERANCE_NM = 80.0  # a camera's red, green or blue centre lies this close to the nominal one
+
+
+def channel_mismatch(band_wavelengths_nm: Sequence[float], bands: Sequence[int],
+                     expected_nm: Sequence[float]) -> Optional[str]:
+    """Why the chosen ``bands`` (1-based) of an input whose bands have ``band_wavelengths_nm`` are not
+    the red, green and blue a model expects (``expected_nm``, in the model's channel order), or None.
+
+    The fix proposed is the input's bands nearest to each expected wavelength, so an input stored
+    blue, green, red (as the paper's band pick is) is never read with red and blue swapped."""
+    chosen = [float(band_wavelengths_nm[b - 1]) for b in bands]
+    if all(abs(c - e) <= CHANNEL_TOLERANCE_NM for c, e in zip(chosen, expected_nm)):
+        return None
+    nearest = [int(np.argmin(np.abs(np.asarray(band_wavelengths_nm) - e))) + 1 for e in expected_nm]
+    found = ", ".join(f"band {b} at {format_nm(c)} nm" for b, c in zip(bands, chosen))
+    wanted = ", ".join(format_nm(e) for e in expected_nm)
+    return (f"the input's metadata puts the chosen bands at {found}, but the model expects red, green and blue "
+            f"(about {wanted} nm, in that order): choose bands {','.join(map(str, nearest))}")

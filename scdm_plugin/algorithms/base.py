@@ -1,10 +1,12 @@
-"""What both SCDM algorithms share: their Toolbox group and icon; each subclass states its identity
+"""What both SCDM algorithms share: their place in the Toolbox and icon; each subclass states its identity
 (NAME, DISPLAY_NAME, TAGS, SHORT_DESCRIPTION) and help text as class attributes."""
 
 from __future__ import annotations
 
 from qgis.core import QgsProcessingAlgorithm
 from qgis.PyQt.QtGui import QIcon
+
+from .. import engine_bridge as bridge
 
 
 class ScdmAlgorithm(QgsProcessingAlgorithm):
@@ -26,11 +28,12 @@ class ScdmAlgorithm(QgsProcessingAlgorithm):
     def shortDescription(self):  # noqa: N802
         return self.SHORT_DESCRIPTION
 
+    # No group: the Toolbox shows SCDM > Spectral super-resolution, not the name twice over.
     def group(self):
-        return "Spectral super-resolution"
+        return ""
 
     def groupId(self):  # noqa: N802
-        return "spectral"
+        return ""
 
     def shortHelpString(self):  # noqa: N802
         return self.HELP
@@ -39,6 +42,13 @@ class ScdmAlgorithm(QgsProcessingAlgorithm):
         from ..provider import ICON
 
         return QIcon(str(ICON))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        # QGIS says "<path> not found" for any raster file it cannot open; say why (empty, a folder, not a raster).
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            message = bridge.raster_parameter_problem(self, parameters, context) or message
+        return ok, message
 
     def createInstance(self):  # noqa: N802
         return type(self)()

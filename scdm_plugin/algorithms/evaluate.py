@@ -22,22 +22,25 @@ from qgis.core import (
 )
 
 from .. import engine_bridge as bridge
+from ..layer_style import name_and_show_when_loaded
 from .base import ScdmAlgorithm
 from .inference import SETTING_PARAMETERS as SHARED_SETTING_PARAMETERS
 from .inference import add_band_parameters, add_model_parameters, inference_arguments, raster_path
 
 HELP = """<p>Measures how close a hyperspectral <b>estimate</b> is to a <b>reference</b> hyperspectral raster \
 of the same size and band grid, pixel by pixel and band by band, and writes a report.</p>
-<p>Give either ESTIMATE (an existing estimate, e.g. an output of <i>Spectral super-resolution</i>) or RGB \
-(an RGB raster of the same scene; it is first run through the model with the sampler parameters below, \
-and the estimate can be kept with ESTIMATE_OUTPUT).</p>
+<p>Give either an <i>Estimated hyperspectral raster</i> (e.g. an output of <i>Spectral super-resolution</i>) \
+or an <i>RGB raster to run through the model</i> (an RGB raster of the same scene; it is first run through \
+the model with the settings below, and the result can be kept with <i>Estimate made from RGB</i>).</p>
 <p><b>Outputs</b>: RMSE (in the rasters' units), MPSNR (mean per-band PSNR in dB, peak = the reference's \
 maximum), MSSIM (mean per-band SSIM, 0-1) and SAM (mean spectral angle in radians), over the pixels valid \
-in both rasters and the bands not listed in EXCLUDE_BANDS (reference bands without data are excluded \
-too). REPORT is an HTML (or, with a .csv name, CSV) file with per-band PSNR, RMSE and SSIM; beside it \
-<i>&lt;name&gt;_psnr.png</i> plots the per-band PSNR over wavelength and <i>&lt;name&gt;_profiles.png</i> \
-shows the reference and estimated spectra of four pixels.</p>
-<p><b>Time</b>: seconds for the metrics; with RGB, plus the time of a spectral super-resolution run.</p>"""
+in both rasters and the bands not listed in <i>Bands to leave out of the metrics</i> (reference bands without \
+data are left out too). The <i>Report</i> is an HTML (or, with a .csv name, CSV) file titled with the two \
+layers' names, with per-band PSNR, RMSE and SSIM; beside it <i>&lt;name&gt;_psnr.png</i> plots the per-band \
+PSNR over wavelength and <i>&lt;name&gt;_profiles.png</i> shows the reference and estimated spectra of four \
+pixels.</p>
+<p><b>Time</b>: seconds for the metrics; with an RGB raster, plus the time of a spectral super-resolution \
+run.</p>"""
 
 # The inference settings this algorithm sets from parameters named otherwise than in
 # ``inference.SETTING_PARAMETERS``: the model runs on RGB and writes ESTIMATE_OUTPUT.
@@ -46,6 +49,17 @@ SETTING_PARAMETERS = {**SHARED_SETTING_PARAMETERS, "input": "RGB", "output": "ES
 # (output name, engine key, output description, unit in the log)
 METRICS = (("RMSE", "rmse", "RMSE", " (the rasters' units)"), ("MPSNR", "mpsnr", "MPSNR (dB)", " dB"),
            ("MSSIM", "mssim", "MSSIM", ""), ("SAM", "sam", "SAM (radians)", " rad"))
+
+
+def _results(report_path: str, estimate: str, metrics, feedback) -> dict:
+    """The report, its two figures, the estimate evaluated and the four metrics (also logged)."""
+    stem = os.path.splitext(report_path)[0]
+    results = {"REPORT": report_path, "ESTIMATE_USED": estimate, "PSNR_PLOT": stem + "_psnr.png",
+               "PROFILES_PLOT": stem + "_profiles.png"}
+    for name, key, _, unit in METRICS:
+        results[name] = float(metrics[key])
+        feedback.pushInfo(f"{name}: {metrics[key]:.6g}{unit}")
+    return results
 
 
 def parse_band_list(text: str) -> list:
@@ -85,7 +99,7 @@ class EvaluateSpectralSuperResolution(ScdmAlgorithm):
         self.addParameter(exclude)
         estimate_output = QgsProcessingParameterRasterDestination(
             "ESTIMATE_OUTPUT", "Estimate made from RGB", optional=True, createByDefault=False)
-        estimate_output.setFlags(estimate_output.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        estimate_output.setFlags(estimate_output.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(estimate_output)
         self.addParameter(QgsProcessingParameterFileDestination(
             "REPORT", "Report", fileFilter="HTML files (*.html);;CSV files (*.csv)"))
@@ -114,27 +128,35 @@ class EvaluateSpectralSuperResolution(ScdmAlgorithm):
             estimate = raster_path(self, parameters, "ESTIMATE", context)
         else:
             estimate = self._estimate_from_rgb(eng, parameters, context, feedback)
-            if estimate is None:
-                return {}
         if feedback.isCanceled():
-            return {}
+            raise QgsProcessingException(bridge.CANCELLED_MESSAGE)
         feedback.pushInfo(f"Evaluating {estimate} against {reference}")
+        estimate_name = self._estimate_name(parameters, context, has_estimate)
+        reference_name = self.parameterAsRasterLayer(parameters, "REFERENCE", context).name()
         metrics = bridge.call_engine(eng, feedback, SETTING_PARAMETERS, eng.evaluate_rasters, reference, estimate,
-                                     exclude_bands=exclude, report_path=report_path)
+                                     exclude_bands=exclude, report_path=report_path,
+                                     title=f"{estimate_name} vs {reference_name}", estimate_name=estimate_name)
         feedback.setProgress(100)
-        results = {"REPORT": report_path, "ESTIMATE_USED": estimate}
+        results = _results(report_path, estimate, metrics, feedback)
         if has_rgb and parameters.get("ESTIMATE_OUTPUT"):
             results["ESTIMATE_OUTPUT"] = estimate
-        stem = os.path.splitext(report_path)[0]
-        results["PSNR_PLOT"] = stem + "_psnr.png"
-        results["PROFILES_PLOT"] = stem + "_profiles.png"
-        for name, key, _, unit in METRICS:
-            results[name] = float(metrics[key])
-            feedback.pushInfo(f"{name}: {metrics[key]:.6g}{unit}")
+            self._show_estimate_layer(eng, estimate, parameters, context, feedback)
         return results
 
+    def _show_estimate_layer(self, eng, estimate, parameters, context, feedback) -> None:
+        """The kept estimate loads as the super-resolution algorithm's output does: named after the RGB
+        layer and shown in the engine's composite."""
+        rgb_name = self.parameterAsRasterLayer(parameters, "RGB", context).name()
+        name_and_show_when_loaded(context, estimate, f"{rgb_name} hyperspectral", eng, feedback)
+
+    def _estimate_name(self, parameters, context, has_estimate: bool) -> str:
+        """The estimate as the user knows it: its layer's name, or the RGB layer it is made from."""
+        if has_estimate:
+            return self.parameterAsRasterLayer(parameters, "ESTIMATE", context).name()
+        return f"estimate from {self.parameterAsRasterLayer(parameters, 'RGB', context).name()}"
+
     def _estimate_from_rgb(self, eng, parameters, context, feedback):
-        """Run the model on the RGB raster; the estimate's path, or None after a cancel."""
+        """Run the model on the RGB raster; the estimate's path (a cancel raises QgsProcessingException)."""
         rgb = raster_path(self, parameters, "RGB", context)
         reference_layer = self.parameterAsRasterLayer(parameters, "REFERENCE", context)
         arguments = inference_arguments(self, parameters, context)
@@ -143,5 +165,5 @@ class EvaluateSpectralSuperResolution(ScdmAlgorithm):
         else:
             estimate = os.path.join(QgsProcessingUtils.tempFolder(), f"scdm_estimate_{uuid.uuid4().hex}.tif")
         fields = dict(arguments, input=rgb, output=estimate, expected_band_count=reference_layer.bandCount())
-        report = bridge.run_inference(eng, feedback, fields, SETTING_PARAMETERS, 0.0, 90.0)
-        return None if report is None else estimate
+        bridge.run_inference(eng, feedback, fields, SETTING_PARAMETERS, 0.0, 90.0)
+        return estimate

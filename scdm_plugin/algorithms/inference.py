@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
     QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -24,7 +25,7 @@ from .. import engine_bridge as bridge
 def _sampler_option(sampler) -> str:
     """A catalogue entry as a QGIS enum label."""
     if sampler.uses_steps:
-        return f"{sampler.display_name} with STEPS steps ({sampler.description})"
+        return f"{sampler.display_name}, Sampler steps as set ({sampler.description})"
     return f"{sampler.display_name} ({sampler.description})"
 
 
@@ -44,6 +45,14 @@ RADIOMETRY_HELP = (
     "values are proportional to light (reflectance, radiance, raw sensor values) whatever the data type. "
     "srgb: the values are sRGB-encoded over the data type's full range (8 or 16 bit). A wrong choice "
     "shifts every spectrum: a display-encoded image read as linear looks washed out to the model.")
+
+CONSISTENCY_CHOICES = ("off", "estimate", "camera file")
+CONSISTENCY_HELP = (
+    "off: the spectra as the model gives them. camera file: each spectrum is changed as little as possible so "
+    "that, integrated over the camera response given below, it gives back the input RGB exactly (the "
+    "response is first scaled to the image's exposure and white balance). estimate: the same with a "
+    "response estimated from the image (logged and stored in the output's SCDM_CONSISTENCY tag). The "
+    "step changes only what the camera sees; the near-infrared stays the model's.")
 
 # The QGIS parameter(s) that set each engine setting (an ``InferenceSettings`` field, or ``radiometry``),
 # as an error message names them: an engine error carries the setting it is about in ``parameter``
@@ -69,11 +78,30 @@ SETTING_PARAMETERS = {
     "samples": "SAMPLES",
     "expected_band_count": "REFERENCE",  # only the evaluation algorithm sets it, from its reference raster
     "radiometry": "RADIOMETRY",
+    "consistency": "CONSISTENCY and CAMERA_RESPONSE",
+    "cluster": "CLUSTER",
 }
 
 
+def limits(setting: str) -> dict:
+    """``minValue`` / ``maxValue`` of the QGIS number parameter that sets ``setting``: the engine's
+    range (``engine.settings.LIMITS``), so that QGIS and the engine's command line refuse the same values."""
+    limit = bridge.engine_settings.LIMITS[setting]
+    return {"minValue": limit.low} if limit.high is None else {"minValue": limit.low, "maxValue": limit.high}
+
+
+class RasterFileParameter(QgsProcessingParameterRasterLayer):
+    """A raster layer parameter whose file QGIS opens (to check it) without leaving an ``.aux.xml`` of
+    statistics beside it and without printing GDAL's complaints about NaN or constant bands
+    (``engine_bridge.quiet_gdal_reads``); the engine reads the file itself."""
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802 (QGIS's name)
+        with bridge.quiet_gdal_reads():
+            return super().checkValueIsAcceptable(value, context)
+
+
 def _advanced(parameter, help_text=None):
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     if help_text:
         parameter.setHelp(help_text)
     return parameter
@@ -89,70 +117,83 @@ def add_band_parameters(alg, parent: str) -> None:
     # parameter that is not given as missing, whatever its default.
     for name, label, default in (("RED", "Red band", 1), ("GREEN", "Green band", 2), ("BLUE", "Blue band", 3)):
         alg.addParameter(_with_help(
-            QgsProcessingParameterBand(name, f"{label} (default {default})", defaultValue=default,
+            QgsProcessingParameterBand(name, label, defaultValue=default,
                                        parentLayerParameterName=parent, optional=True),
             f"The band of the RGB raster that holds {label.split()[0].lower()} (1-based, default {default})."))
     radiometry = QgsProcessingParameterEnum("RADIOMETRY", "Input values", options=list(RADIOMETRIES),
                                             defaultValue=RADIOMETRIES[0])
     radiometry.setUsesStaticStrings(True)
     alg.addParameter(_with_help(radiometry, RADIOMETRY_HELP))
+    consistency = QgsProcessingParameterEnum("CONSISTENCY", "Make spectra consistent with the RGB",
+                                             options=list(CONSISTENCY_CHOICES), defaultValue=CONSISTENCY_CHOICES[0])
+    consistency.setUsesStaticStrings(True)
+    alg.addParameter(_advanced(consistency, CONSISTENCY_HELP))
+    alg.addParameter(_advanced(QgsProcessingParameterFile(
+        "CAMERA_RESPONSE", "Camera response (CSV: wavelength nm, red, green, blue)", extension="csv", optional=True),
+        "The camera's spectral response, used when 'Make spectra consistent with the RGB' is 'camera file'."))
 
 
 def add_model_parameters(alg) -> None:
     """MODEL and SAMPLER (main) plus the sampler and tiling parameters (advanced)."""
     alg.addParameter(_with_help(
         QgsProcessingParameterFile(
-            "MODEL", "Model bundle folder (empty: the bundled model)",
-            behavior=QgsProcessingParameterFile.Folder, defaultValue=str(bridge.DEFAULT_MODEL), optional=True),
-        "A folder holding config.json and weights.safetensors (an SCDM model bundle). "
-        f"Empty means the model shipped with the plugin ({bridge.DEFAULT_MODEL})."))
+            "MODEL", "Model folder (empty: the bundled model)",
+            behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True),
+        # Empty by default and resolved when the algorithm runs (engine_bridge.model_folder): an install
+        # path as default would be saved into history, batch files and models and break them elsewhere.
+        "A folder holding config.json and weights.safetensors (an SCDM model bundle). Empty: the model "
+        "that comes with the plugin."))
     alg.addParameter(_with_help(
         QgsProcessingParameterEnum("SAMPLER", "Sampler", options=[label for label, _ in SAMPLERS], defaultValue=0),
-        "The model's default: the sampler and steps stored with the model (for the bundled model the one "
-        "that measured the lowest error). "
+        "How each pixel's spectrum is worked out. The model's default: the method and steps stored with the "
+        "model, chosen for the lowest error. "
         + " ".join(f"{s.display_name}: {s.description}." for s in bridge.sampler_catalog.SAMPLERS)
-        + " With a sampler that draws a sample, SAMPLES >= 2 turns the spread between samples into an uncertainty. "
-        "Time grows with STEPS; a sampler over all diffusion steps is about 1000 / STEPS times slower."))
+        + " With a method that draws one of many plausible spectra, Samples of 2 or more turn their spread into "
+        "an uncertainty. Time grows with Sampler steps; a method over all steps is hundreds of times slower."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("STEPS", "Sampler steps (empty: the model's default)",
-                                     QgsProcessingParameterNumber.Integer, optional=True, minValue=1, maxValue=1000),
-        "Network evaluations per stage for DDIM and DPM-Solver++; time grows linearly with it. "
-        "Ignored by the DDPM sampler, which always takes all 1000 steps."))
+                                     QgsProcessingParameterNumber.Type.Integer, optional=True, **limits("steps")),
+        "How many refinement passes DDIM and DPM-Solver++ make in each of the two stages: time grows in "
+        "proportion, and more is not always better (empty takes the number stored with the model). DDPM "
+        "ignores it and always makes all of them."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("GUIDANCE", "Guidance scale (empty: the model's default)",
-                                     QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=20.0),
-        "Image Condition Mixture Guidance (ICMG) scale. 0 runs the conditional network only; any other value "
-        "runs the conditional and unconditional networks together (twice the work per step)."))
-    for stage, label in ((1, "stage 1 (the few anchor bands)"), (2, "stage 2 (all bands)")):
+                                     QgsProcessingParameterNumber.Type.Double, optional=True, **limits("guidance")),
+        "How strongly the spectra are pushed towards what the RGB shows. 0 takes the model as it is; any "
+        "other value pushes further and doubles the time of every step. Empty: the model's default."))
+    for stage, label in ((1, "stage 1 (which works out a few key bands)"), (2, "stage 2 (which works out all bands)")):
         alg.addParameter(_advanced(
             QgsProcessingParameterNumber(f"PDT_STAGE{stage}", f"Progressive truncation percentile, stage {stage} "
                                          "(empty: the model's default; 0: off)",
-                                         QgsProcessingParameterNumber.Double, optional=True,
-                                         minValue=0.0, maxValue=1.0),
-            f"Progressive Dynamic Truncation (PDT) percentile p_T in (0, 1] for {label}: values beyond "
-            "that percentile of each pixel's spectrum are clamped while sampling. 0 switches it off."))
+                                         QgsProcessingParameterNumber.Type.Double, optional=True,
+                                         **limits("pdt")),
+            f"For {label}: while a pixel's spectrum is being worked out, its values beyond this percentile "
+            "(between 0 and 1) of the spectrum are clipped, which keeps outliers in check. 0 switches it off; "
+            "empty: the model's default. No effect on time."))
     alg.addParameter(_advanced(
-        QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
-                                     defaultValue=0, minValue=0),
-        "The same seed, model and settings give the same result, whatever the tiling."))
+        QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Type.Integer,
+                                     defaultValue=0, **limits("seed")),
+        "The same seed, model and settings (tile size and overlap included) give the same result; another seed "
+        "gives another result, by how much depends on the model and the sampler. Models whose networks see only "
+        "a fixed window around each pixel give the same result whatever the tile size and overlap; for other "
+        "models the result changes a little with the tiling."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels, empty: the model's default)",
-                                     QgsProcessingParameterNumber.Integer, optional=True, minValue=8, maxValue=8192),
-        "The raster is processed in tiles of at most this size; memory grows with its square. Empty takes the "
-        "size stored with the model. For the bundled model (a multiscale network) that is 64, about twice its "
-        "training crops, which measured the lowest error (one 288 px tile: 39 % more RMSE on the Houston scene). "
-        "A model of local networks (whose output at a pixel depends only on a small window around it) gives the "
-        "same result at any tile size, so larger tiles only save overlap work."))
+                                     QgsProcessingParameterNumber.Type.Integer, optional=True, **limits("tile")),
+        "The raster is processed in square pieces of at most this many pixels a side; memory grows with the "
+        "square of the size. Empty takes the size stored with the model. A model whose result at a pixel "
+        "depends only on a small neighbourhood gives the same result at any size, so larger pieces only save "
+        "time; for a model that looks at a wider area the size stored with it gave the best results."))
     alg.addParameter(_advanced(
-        QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
-                                     defaultValue=16, minValue=0, maxValue=4096),
-        "Neighbouring tiles overlap by this many pixels and are blended there (at most half the tile size); "
-        "half of it is mirrored beyond the raster's border as context for the edge pixels. For a model of local "
-        "networks an overlap of at least twice their context plus one joins the tiles exactly (the run says so "
-        "when it is smaller)."))
+        QgsProcessingParameterNumber("OVERLAP", "Tile overlap (pixels)", QgsProcessingParameterNumber.Type.Integer,
+                                     defaultValue=bridge.engine_settings.DEFAULT_OVERLAP, **limits("overlap")),
+        "Neighbouring tiles share this many pixels and are blended there, so that no seams show (at most half "
+        "the tile size); the shared pixels are computed twice, which costs time. The run's log says when the "
+        "overlap is too small for the model to join the tiles without a trace."))
     device = QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue="auto")
     device.setUsesStaticStrings(True)
-    alg.addParameter(_advanced(device, "auto: the first CUDA GPU if torch sees one, else the CPU."))
+    alg.addParameter(_advanced(device, "Where the work runs. auto: an NVIDIA graphics card (CUDA) if one can be "
+                                       "used, else the processor (CPU), which is many times slower."))
 
 
 def _is_unset(value) -> bool:
@@ -169,9 +210,12 @@ def optional_double(alg, parameters, name, context):
 
 def raster_path(alg, parameters, name, context) -> str:
     """The file behind a raster layer parameter (the engine reads files with GDAL)."""
-    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    with bridge.quiet_gdal_reads():
+        layer = alg.parameterAsRasterLayer(parameters, name, context)
     if layer is None:
-        raise QgsProcessingException(alg.invalidRasterError(parameters, name))
+        value = parameters.get(name)
+        problem = bridge.raster_problem(value) if isinstance(value, str) and value else None
+        raise QgsProcessingException(f"{name}: {problem}" if problem else alg.invalidRasterError(parameters, name))
     if layer.providerType() != "gdal":
         raise QgsProcessingException(
             f"{name}: layer '{layer.name()}' is a {layer.providerType()} layer; this algorithm reads raster "
@@ -199,4 +243,13 @@ def inference_arguments(alg, parameters, context) -> dict:
         overlap=alg.parameterAsInt(parameters, "OVERLAP", context),
         device=alg.parameterAsEnumString(parameters, "DEVICE", context) or "auto",
         radiometry=alg.parameterAsEnumString(parameters, "RADIOMETRY", context) or "auto",
+        consistency=_consistency(alg, parameters, context),
     )
+
+
+def _consistency(alg, parameters, context):
+    """None, "estimate", or the camera file ("" when it is missing, which the engine refuses by name)."""
+    choice = alg.parameterAsEnumString(parameters, "CONSISTENCY", context) or CONSISTENCY_CHOICES[0]
+    if choice == "camera file":
+        return alg.parameterAsFile(parameters, "CAMERA_RESPONSE", context) or "(none given)"
+    return None if choice == "off" else choice

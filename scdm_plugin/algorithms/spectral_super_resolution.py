@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from qgis.core import (
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 
 from .. import engine_bridge as bridge
+from ..layer_style import name_and_show_when_loaded
 from .base import ScdmAlgorithm
-from .inference import SETTING_PARAMETERS, add_band_parameters, add_model_parameters, inference_arguments, raster_path
+from .inference import (SETTING_PARAMETERS, RasterFileParameter, add_band_parameters, add_model_parameters,
+                        inference_arguments, limits, raster_path)
 
 HELP = """<p>Reconstructs a <b>hyperspectral image from an RGB raster</b> with SCDM, a spectral-cascaded \
-conditional diffusion model: stage 1 reconstructs a few anchor bands from the RGB, stage 2 all bands \
-from the RGB and those anchors. With the default sampler the result is close to the model's mean of \
-the spectra that agree with the RGB; other samplers draw one of those spectra. Either way it is an \
-estimate, not a measurement: use it where a plausible spectrum is worth more than none.</p>
-<p><b>Input</b>: any raster GDAL reads; RED, GREEN and BLUE choose its bands (1, 2, 3 by default). \
-Nodata pixels stay nodata.</p>
+conditional diffusion model: a first stage works out a few key bands from the RGB, a second stage all \
+bands from the RGB and those. The result is an estimate, not a measurement: use it where a plausible \
+spectrum is worth more than none.</p>
+<p><b>Input</b>: any raster GDAL reads; <i>Red band</i>, <i>Green band</i> and <i>Blue band</i> choose its \
+bands (1, 2 and 3 unless set), <i>Input values</i> says how its values relate to light. Nodata pixels stay \
+nodata.</p>
 <p><b>Output</b>: a float32 GeoTIFF with the input's CRS, extent and pixel size and one band per \
-wavelength of the model (the bundled model: 48 bands, 374-1046 nm). Each band carries its centre \
-wavelength and FWHM in nanometres (GDAL metadata <i>wavelength</i>, <i>wavelength_units</i>, <i>fwhm</i>, \
-as the EnMAP-Box writes them). <b>Units</b>: the same units as the input RGB (DN stay DN, reflectance \
-stays reflectance): the model works on the RGB's normalised values and maps its output back with the \
-same scale. Optional outputs: the stage-1 bands, and with SAMPLES of 2 or more the per-band standard \
-deviation between samples (an uncertainty, in the same units; near zero with the default DDIM sampler, \
-whose output hardly depends on the noise: choose DPM-Solver++ with 10 or more steps for it).</p>
-<p><b>Time</b> grows with the number of pixels, the sampler steps (STEPS for DDIM and DPM-Solver++, \
-always 1000 for the paper's DDPM sampler, about 500 times slower than the default), SAMPLES, and doubles \
-when GUIDANCE is not 0. \
-Overlap adds the overlapping pixels again. A CUDA GPU (DEVICE auto or cuda) is tens of times faster \
-than the CPU. The log names the device and the model; progress advances per tile, and Cancel stops \
-between tiles and sampler steps without leaving an output file.</p>"""
+wavelength of the model (the log names the model). Each band carries its centre wavelength and width in \
+nanometres (GDAL metadata <i>wavelength</i>, <i>wavelength_units</i>, <i>fwhm</i>, as the EnMAP-Box writes \
+them). The layer opens as a near-infrared false-colour picture (the bands nearest 860, 650 and 550 nm as red, \
+green and blue: vegetation red, water dark; natural colour for a model without near infrared), and a style \
+file (<i>.qml</i>) beside the output keeps that look when the file is opened again. <b>Units</b>: the same \
+units as the input RGB (DN stay DN, reflectance stays reflectance). Optional outputs (Advanced): the \
+<i>Stage-1 bands output</i>, and with <i>Samples</i> of 2 or more the <i>Uncertainty output</i>, the \
+per-band standard deviation between the samples in the same units (near zero with DDIM, whose result \
+hardly depends on chance: choose DPM-Solver++ with 10 or more steps for it).</p>
+<p><b>Time</b> grows with the number of pixels, the <i>Sampler steps</i> (DDPM always takes all of them, \
+hundreds of times slower than a few), the <i>Samples</i>, and doubles when the <i>Guidance scale</i> is not \
+0; the <i>Tile overlap</i> adds the shared pixels again. A CUDA GPU (<i>Device</i> auto or cuda) is tens \
+of times faster than the CPU. The log names the device and the model; progress advances per tile, and \
+Cancel stops between tiles and sampler steps without leaving an output file.</p>"""
 
 
 # The optional outputs: QGIS parameter -> (InferenceSettings field, label).
@@ -42,8 +48,14 @@ OPTIONAL_OUTPUTS = {
     "STAGE1_OUTPUT": ("stage1_output", "Stage-1 bands output"),
     "UNCERTAINTY_OUTPUT": ("uncertainty_output", "Uncertainty output (per-band standard deviation)"),
 }
-# The name each output's layer gets when QGIS loads it.
-LAYER_NAMES = {"OUTPUT": "Hyperspectral", "STAGE1_OUTPUT": "Stage-1 bands", "UNCERTAINTY_OUTPUT": "Uncertainty"}
+# What follows the input layer's name in each output layer's name ("rgbn hyperspectral").
+LAYER_NAME_SUFFIXES = {"OUTPUT": "hyperspectral", "STAGE1_OUTPUT": "stage 1", "UNCERTAINTY_OUTPUT": "uncertainty"}
+CLUSTER_HELP = ("Run the tiles on a Dask cluster instead of in QGIS's process. Empty: here. local:N starts N worker "
+                "processes on this computer (one per GPU on a computer with several GPUs); tcp://HOST:8786 uses a "
+                "running Dask scheduler whose workers can import the plugin's engine. The result is the same as "
+                "without a cluster. An output named .vrt is written by the workers as GeoTIFF strips in a folder "
+                "beside it (for outputs too large for one writer; the folder must be shared with the workers). "
+                "Needs the Python packages dask and distributed.")
 
 
 class SpectralSuperResolution(ScdmAlgorithm):
@@ -54,20 +66,25 @@ class SpectralSuperResolution(ScdmAlgorithm):
     HELP = HELP
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "RGB raster"))
+        self.addParameter(RasterFileParameter("INPUT", "RGB raster"))
         add_band_parameters(self, "INPUT")
         add_model_parameters(self)
         samples = QgsProcessingParameterNumber("SAMPLES", "Samples (averaged; 2 or more for the uncertainty)",
-                                               QgsProcessingParameterNumber.Integer, defaultValue=1,
-                                               minValue=1, maxValue=64)
-        samples.setFlags(samples.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        samples.setHelp("The output is the mean of this many samples drawn with seeds SEED, SEED + 1, ...; "
-                        "time grows linearly with it. UNCERTAINTY_OUTPUT needs at least 2.")
+                                               QgsProcessingParameterNumber.Type.Integer, defaultValue=1,
+                                               **limits("samples"))
+        samples.setFlags(samples.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        samples.setHelp("The output is the mean of this many results, each drawn with the next random seed; "
+                        "time grows in proportion. The Uncertainty output needs at least 2.")
         self.addParameter(samples)
+        cluster = QgsProcessingParameterString("CLUSTER", "Dask cluster (empty: run here; local:N or tcp://HOST:8786)",
+                                               optional=True)
+        cluster.setFlags(cluster.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        cluster.setHelp(CLUSTER_HELP)
+        self.addParameter(cluster)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Hyperspectral output"))
         for name, (_, label) in OPTIONAL_OUTPUTS.items():
             parameter = QgsProcessingParameterRasterDestination(name, label, optional=True, createByDefault=False)
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -78,20 +95,24 @@ class SpectralSuperResolution(ScdmAlgorithm):
         fields = dict(inference_arguments(self, parameters, context),
                       input=raster_path(self, parameters, "INPUT", context), output=output,
                       samples=self.parameterAsInt(parameters, "SAMPLES", context),
+                      cluster=_cluster(self.parameterAsString(parameters, "CLUSTER", context)),
                       **{OPTIONAL_OUTPUTS[name][0]: path for name, path in extra.items()})
         report = bridge.run_inference(eng, feedback, fields, SETTING_PARAMETERS)
-        if report is None:
-            return {}
         feedback.pushInfo(
             f"Wrote {report.bands} bands of {report.width} x {report.height} px to {report.output_path} "
             f"in {report.seconds:.1f} s on {report.device} ({report.tiles_run} tiles run, "
             f"{report.tiles_skipped} without valid pixels skipped; sampler {report.sampler.get('name')}, "
             f"{report.sampler.get('steps')} steps, seed {report.seed}).")
         results = {"OUTPUT": output, **extra}
-        for name, path in results.items():
-            if context.willLoadLayerOnCompletion(path):
-                context.layerToLoadOnCompletionDetails(path).name = LAYER_NAMES[name]
+        self._style_loaded_layers(eng, results, parameters, context, feedback)
         return results
+
+    def _style_loaded_layers(self, eng, results, parameters, context, feedback) -> None:
+        """Name each output layer QGIS will load after the input layer, and have it shown as the engine
+        chose (the same look as the .qml the engine wrote beside the file)."""
+        input_name = self.parameterAsRasterLayer(parameters, "INPUT", context).name()
+        for name, path in results.items():
+            name_and_show_when_loaded(context, path, f"{input_name} {LAYER_NAME_SUFFIXES[name]}", eng, feedback)
 
     def _optional_outputs(self, parameters, context) -> dict:
         """The optional outputs that were asked for: QGIS parameter name -> path."""
@@ -101,3 +122,17 @@ class SpectralSuperResolution(ScdmAlgorithm):
             if path:
                 extra[name] = path
         return extra
+
+
+def _cluster(value: str):
+    """The CLUSTER parameter, or None to run here; names the install command when dask is missing."""
+    value = (value or "").strip()
+    if value and importlib.util.find_spec("distributed") is None:
+        from engine.raster.runners.dask_cluster import DASK_REQUIREMENTS
+
+        python = bridge.qgis_python()
+        raise QgsProcessingException(
+            f"CLUSTER needs the Python packages dask and distributed, which QGIS's Python ({python}) cannot import. "
+            f"Install them with:\n    {python} -m pip install {' '.join(DASK_REQUIREMENTS)}\n"
+            "and restart QGIS, or leave CLUSTER empty.")
+    return value or None

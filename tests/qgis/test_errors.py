@@ -154,8 +154,11 @@ EXPECTED_NAMES = {
     "model": {"MODEL"}, "steps": {"STEPS"}, "guidance": {"GUIDANCE"}, "seed": {"SEED"}, "sampler": {"SAMPLER"},
     "pdt": {"PDT_STAGE1", "PDT_STAGE2"}, "output": {"OUTPUT"}, "stage1_output": {"STAGE1_OUTPUT"},
     "uncertainty_output": {"UNCERTAINTY_OUTPUT"}, "bands": {"RED", "GREEN", "BLUE"}, "input": {"INPUT"},
-    "expected_band_count": {"REFERENCE"}, "radiometry": {"RADIOMETRY"},
+    "expected_band_count": {"REFERENCE"}, "radiometry": {"RADIOMETRY"}, "cluster": {"CLUSTER"},
+    "consistency": {"CONSISTENCY", "CAMERA_RESPONSE"},
 }
+
+
 def _parameter_names(words: str) -> set:
     return set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", words))
 
@@ -214,7 +217,7 @@ def test_every_setting_an_algorithm_sets_is_named_by_its_own_parameters(scdm_plu
                                                                         monkeypatch):
     """The settings each algorithm hands the engine all have an entry, naming parameters of that algorithm
     (the evaluation algorithm reads its input from RGB, not INPUT)."""
-    from qgis.core import QgsApplication
+    from qgis.core import QgsApplication, QgsProcessingException
 
     from scdm.scdm_plugin import engine_bridge as bridge
 
@@ -222,12 +225,16 @@ def test_every_setting_an_algorithm_sets_is_named_by_its_own_parameters(scdm_plu
 
     def record(eng, feedback, fields, parameter_names, *progress_range):
         calls.append((fields, parameter_names))
+        raise QgsProcessingException("recorded")  # the algorithm stops here: nothing was written to report on
 
     monkeypatch.setattr(bridge, "run_inference", record)  # nothing runs: the settings are what is checked
-    run_alg(ALG_ID, {"INPUT": str(rgb_tif), "OUTPUT": str(tmp_path / "o.tif"), "SAMPLES": 2,
-                     "STAGE1_OUTPUT": str(tmp_path / "s.tif"), "UNCERTAINTY_OUTPUT": str(tmp_path / "u.tif")})
-    run_alg(EVAL_ID, {"REFERENCE": str(rgb_tif), "RGB": str(rgb_tif), "REPORT": str(tmp_path / "r.html"),
-                      "ESTIMATE_OUTPUT": str(tmp_path / "e.tif")})
+    for alg_id, parameters in (
+            (ALG_ID, {"INPUT": str(rgb_tif), "OUTPUT": str(tmp_path / "o.tif"), "SAMPLES": 2,
+                      "STAGE1_OUTPUT": str(tmp_path / "s.tif"), "UNCERTAINTY_OUTPUT": str(tmp_path / "u.tif")}),
+            (EVAL_ID, {"REFERENCE": str(rgb_tif), "RGB": str(rgb_tif), "REPORT": str(tmp_path / "r.html"),
+                       "ESTIMATE_OUTPUT": str(tmp_path / "e.tif")})):
+        with pytest.raises(QgsProcessingException, match="recorded"):
+            run_alg(alg_id, parameters)
     tables = _algorithm_tables()
     assert len(calls) == 2
     for alg_id, (fields, table) in zip((ALG_ID, EVAL_ID), calls):

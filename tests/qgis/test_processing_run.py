@@ -62,26 +62,33 @@ def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
     context = QgsProcessingContext()
     base = {"INPUT": str(rgb_tif), "OUTPUT": str(tmp_path / "x.tif")}
     arguments = inference_arguments(alg, {**base, "SAMPLER": 3, "MODEL": "/some/bundle", "DEVICE": "cpu",
-                                          "RED": 3, "GREEN": 2, "BLUE": 1, "PDT_STAGE1": 0.5}, context)
+                                          "RED": 3, "GREEN": 2, "BLUE": 1, "PDT_STAGE1": 0.5,
+                                          "RADIOMETRY": "srgb", "CONSISTENCY": "camera file",
+                                          "CAMERA_RESPONSE": "/some/camera.csv"}, context)
     assert arguments == dict(model="/some/bundle", bands=(3, 2, 1), sampler="ddpm", steps=None, guidance=None,
-                             pdt=(0.5, None), seed=0, tile=None, overlap=16, device="cpu")
+                             pdt=(0.5, None), seed=0, tile=None, overlap=16, device="cpu", radiometry="srgb",
+                             consistency="/some/camera.csv")
+    assert inference_arguments(alg, {**base, "CONSISTENCY": "estimate"}, context)["consistency"] == "estimate"
     assert inference_arguments(alg, {**base, "TILE_SIZE": 128}, context)["tile"] == 128
     defaults = inference_arguments(alg, base, context)
     assert defaults["sampler"] is None and defaults["bands"] == (1, 2, 3) and defaults["device"] == "auto"
+    assert defaults["radiometry"] == "auto" and defaults["consistency"] is None
     assert defaults["model"].endswith("resources/models/scdm-default")
     # An empty MODEL (e.g. an unset model input in the modeler) also means the bundled model.
     assert inference_arguments(alg, {**base, "MODEL": ""}, context)["model"] == defaults["model"]
 
 
-def test_cancel_mid_run_leaves_no_output_file(run_alg, rgb_tif, tiny_bundle, tmp_path):
+def test_cancel_mid_run_leaves_no_output_file_and_fails(run_alg, rgb_tif, tiny_bundle, tmp_path):
+    """A cancelled run is no success: it ends with an error (qgis_process then exits non-zero)."""
+    from qgis.core import QgsProcessingException
+
     out = tmp_path / "cancelled.tif"
     feedback = RecordingFeedback(cancel_at_progress=10)
-    results, feedback = run_alg(ALG_ID, params(rgb_tif, tiny_bundle, out), feedback=feedback)
+    with pytest.raises(QgsProcessingException, match="Cancelled: no output was written."):
+        run_alg(ALG_ID, params(rgb_tif, tiny_bundle, out), feedback=feedback)
     assert feedback.isCanceled()
-    assert results == {}
     assert max(feedback.progress_values) < 100
     assert leftovers(tmp_path, "cancelled") == []  # neither the output nor a partial file
-    assert "Cancelled: no output was written." in feedback.log
 
 
 def test_runs_in_a_background_task_like_the_processing_dialog(scdm_plugin, rgb_tif, tiny_bundle, tmp_path):
@@ -109,7 +116,7 @@ def test_runs_in_a_background_task_like_the_processing_dialog(scdm_plugin, rgb_t
         time.sleep(0.01)
     assert outcome.get("ok") is True, feedback.errors
     assert outcome["results"]["OUTPUT"] == str(out) and out.is_file()
-    assert task.status() == QgsTask.Complete
+    assert task.status() == QgsTask.TaskStatus.Complete
 
 
 def test_batch_style_repeated_runs(run_alg, rgb_tif, tiny_bundle, tmp_path):

@@ -4,18 +4,18 @@ parameters, defaults, flags and help the issue asks for."""
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from scdm_testing import ALG_ID, EVAL_ID, REPO_ROOT
 
-ADVANCED = {"STEPS", "GUIDANCE", "PDT_STAGE1", "PDT_STAGE2", "SEED", "TILE_SIZE", "OVERLAP", "DEVICE", "SAMPLES",
-            "STAGE1_OUTPUT", "UNCERTAINTY_OUTPUT"}
+ADVANCED = {"CONSISTENCY", "CAMERA_RESPONSE", "STEPS", "GUIDANCE", "PDT_STAGE1", "PDT_STAGE2", "SEED", "TILE_SIZE",
+            "OVERLAP", "DEVICE", "SAMPLES", "CLUSTER", "STAGE1_OUTPUT", "UNCERTAINTY_OUTPUT"}
 
 
 def test_metadata_has_the_fields_qgis_and_the_plugin_repository_need():
@@ -48,35 +48,39 @@ def test_parameters_defaults_and_advanced_flags(scdm_plugin):
 
     alg = QgsApplication.processingRegistry().algorithmById(ALG_ID)
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names == ["INPUT", "RED", "GREEN", "BLUE", "RADIOMETRY", "MODEL", "SAMPLER", "STEPS", "GUIDANCE", "PDT_STAGE1",
-                     "PDT_STAGE2", "SEED", "TILE_SIZE", "OVERLAP", "DEVICE", "SAMPLES", "OUTPUT", "STAGE1_OUTPUT",
-                     "UNCERTAINTY_OUTPUT"]
+    assert names == ["INPUT", "RED", "GREEN", "BLUE", "RADIOMETRY", "CONSISTENCY", "CAMERA_RESPONSE", "MODEL",
+                     "SAMPLER", "STEPS", "GUIDANCE", "PDT_STAGE1", "PDT_STAGE2", "SEED", "TILE_SIZE", "OVERLAP",
+                     "DEVICE", "SAMPLES", "CLUSTER", "OUTPUT", "STAGE1_OUTPUT", "UNCERTAINTY_OUTPUT"]
     definition = alg.parameterDefinition
     assert [definition(b).defaultValue() for b in ("RED", "GREEN", "BLUE")] == [1, 2, 3]
     assert all(definition(b).parentLayerParameterName() == "INPUT" for b in ("RED", "GREEN", "BLUE"))
-    assert Path(definition("MODEL").defaultValue()) == REPO_ROOT / "resources" / "models" / "scdm-default"
+    assert definition("MODEL").defaultValue() in (None, ""), "empty: the bundled model, found at run time"
     assert definition("SAMPLER").defaultValue() == 0
     options = [o.lower() for o in definition("SAMPLER").options()]
     assert "default" in options[0] and "ddim" in options[1] and "dpm-solver" in options[2] and "ddpm" in options[3]
     # The first option names the bundled model's own sampler, read from its config.json.
-    assert "bundled model: ddim, 2 steps" in options[0]
+    from engine.diffusion.sampler_catalog import label
+
+    config = json.loads((REPO_ROOT / "resources" / "models" / "scdm-default" / "config.json").read_text())
+    bundled = label(config["sampler"]["name"], config["sampler"]["steps"], config["schedule"]["timesteps"])
+    assert f"bundled model: {bundled.lower()})" in options[0]
     assert definition("TILE_SIZE").defaultValue() is None and definition("TILE_SIZE").flags() & \
-        QgsProcessingParameterDefinition.FlagOptional
+        QgsProcessingParameterDefinition.Flag.FlagOptional
     assert definition("DEVICE").options() == ["auto", "cpu", "cuda"]
     assert definition("DEVICE").defaultValue() == "auto"
     assert definition("RADIOMETRY").options() == ["auto", "linear", "srgb"]
     assert definition("RADIOMETRY").defaultValue() == "auto"
     advanced = {p.name() for p in alg.parameterDefinitions()
-                if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
+                if p.flags() & QgsProcessingParameterDefinition.Flag.FlagAdvanced}
     assert advanced == ADVANCED
     assert not definition("STAGE1_OUTPUT").createByDefault()
     assert not definition("UNCERTAINTY_OUTPUT").createByDefault()
     # Runs in a background thread, can be cancelled, supports batch and the modeler.
     flags = alg.flags()
-    assert not flags & QgsProcessingAlgorithm.FlagNoThreading
-    assert flags & QgsProcessingAlgorithm.FlagCanCancel
-    assert flags & QgsProcessingAlgorithm.FlagSupportsBatch
-    assert not flags & QgsProcessingAlgorithm.FlagHideFromModeler
+    assert not flags & QgsProcessingAlgorithm.Flag.FlagNoThreading
+    assert flags & QgsProcessingAlgorithm.Flag.FlagCanCancel
+    assert flags & QgsProcessingAlgorithm.Flag.FlagSupportsBatch
+    assert not flags & QgsProcessingAlgorithm.Flag.FlagHideFromModeler
 
 
 def test_help_says_what_it_does_the_output_units_and_what_time_depends_on(scdm_plugin):
@@ -94,7 +98,8 @@ def test_help_says_what_it_does_the_output_units_and_what_time_depends_on(scdm_p
 
 def test_plugin_modules_import_neither_torch_nor_the_engine():
     """A fresh interpreter where torch cannot be imported still loads the plugin and registers it; of
-    the engine it imports only the torch-free sampler catalogue, relative to the plugin package."""
+    the engine it imports only the torch-free sampler catalogue and settings (the parameters' ranges,
+    ``LIMITS``) with the modules they need, relative to the plugin package."""
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None  # `import torch` now raises ImportError
@@ -121,7 +126,8 @@ def test_plugin_modules_import_neither_torch_nor_the_engine():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "LOADED ['scdm.engine', 'scdm.engine.diffusion', 'scdm.engine.diffusion.sampler_catalog']" in result.stdout
+    assert ("LOADED ['scdm.engine', 'scdm.engine.diffusion', 'scdm.engine.diffusion.sampler_catalog', "
+            "'scdm.engine.errors', 'scdm.engine.radiometry', 'scdm.engine.settings']") in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID])

@@ -1,6 +1,16 @@
 """GeoTIFF output: tiled (256 x 256), DEFLATE-compressed (floating-point predictor), BigTIFF when
 needed, float32, with the input's CRS, geotransform (rotation and shear terms included) or GCPs,
-size and nodata, and the spectral metadata of ``engine.raster.spectral_metadata``."""
+size and nodata, and the spectral metadata of ``engine.raster.spectral_metadata``.
+
+Writing is checked (``OutputError``): GDAL's errors while writing a block, and after closing, the
+file itself: GDAL compresses on worker threads and only logs a failed write there (a full disk
+leaves blocks that point beyond the end of the file), so ``close`` re-opens the file and checks its
+size and that every block it lists lies within it.
+
+Compression: the bundled model's outputs measured 0.78 to 0.90 of their float32 size (demo and
+Houston crops, ``ls -l`` against bands x pixels x 4); smoother images compress more, so the
+free-space check counts on no less than half (``least_size_fraction``), refusing only runs that
+cannot fit."""
 
 from __future__ import annotations
 
@@ -8,11 +18,12 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
-import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
+from engine.errors import OutputError
 from engine.raster.formats.base import OutputSpec
-from engine.raster.io import BLOCK_SIZE
+from engine.raster.io import BLOCK_SIZE, GDAL_ERRORS, gdal_message, open_raster, tiff_block_problem
 from engine.raster.spectral_metadata import write_spectral_metadata
 
 
@@ -24,10 +35,15 @@ def open_geotiff(path: Path, spec: OutputSpec):
         crs=georeference.crs, transform=georeference.transform, nodata=spec.nodata,
         tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, interleave="band",
         compress="deflate", predictor=3, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
+        # Every band is a wavelength, none a colour: GDAL reports band 1 of a MINISBLACK GeoTIFF as
+        # Gray whatever is set, and QGIS then lists it so. Under MINISWHITE (which GDAL never applies
+        # to pixel values) GDAL writes each band's interpretation, Undefined, in its own metadata.
+        photometric="MINISWHITE",
     )
-    if georeference.gcps[0]:
+    if georeference.gcps[0] or not georeference.has_transform:
         profile.pop("transform")
-    dst = rasterio.open(str(path), "w", **profile)
+    dst = open_raster(path, "w", **profile)
+    dst.colorinterp = [ColorInterp.undefined] * spec.band_count
     if georeference.gcps[0]:
         dst.gcps = georeference.gcps
     return dst
@@ -40,18 +56,47 @@ class GeoTIFFFile:
         self.dataset = dataset
 
     def write_block(self, values: np.ndarray, row_off: int, col_off: int) -> None:
-        self.dataset.write(values, window=Window(col_off, row_off, values.shape[2], values.shape[1]))
+        try:
+            self.dataset.write(values, window=Window(col_off, row_off, values.shape[2], values.shape[1]))
+        except GDAL_ERRORS as exc:
+            raise OutputError(f"GDAL could not write the block at row {row_off}, column {col_off}: "
+                              f"{gdal_message(exc)}") from None
 
     def close(self) -> None:
-        self.dataset.close()
+        path, shape = self.dataset.name, (self.dataset.count, self.dataset.height, self.dataset.width)
+        try:
+            self.dataset.close()
+        except GDAL_ERRORS as exc:
+            raise OutputError(f"GDAL could not finish the file: {gdal_message(exc)}") from None
+        check_written(path, shape)
+
+
+def check_written(path, shape: Tuple[int, int, int]) -> None:
+    """``OutputError`` unless the closed GeoTIFF at ``path`` opens with ``shape`` (bands, rows,
+    columns) and holds every block it lists (``tiff_block_problem``)."""
+    try:
+        with open_raster(path) as dataset:
+            found = (dataset.count, dataset.height, dataset.width)
+            problem = tiff_block_problem(dataset, path, range(1, dataset.count + 1), sparse_ok=False)
+    except GDAL_ERRORS as exc:
+        raise OutputError(f"the written file cannot be opened: {gdal_message(exc)}") from None
+    if found != shape:
+        raise OutputError(f"the written file has {found[0]} bands of {found[2]} x {found[1]} px instead of "
+                          f"{shape[0]} of {shape[2]} x {shape[1]}")
+    if problem is not None:
+        raise OutputError(f"the written file is incomplete: {problem}")
 
 
 class GeoTIFF:
     name = "GeoTIFF"
     extensions = (".tif", ".tiff")
+    least_size_fraction = 0.5  # see the module docstring
 
     def create(self, path: Path, spec: OutputSpec) -> GeoTIFFFile:
-        dataset = open_geotiff(path, spec)
+        try:
+            dataset = open_geotiff(path, spec)
+        except GDAL_ERRORS as exc:
+            raise OutputError(f"GDAL could not create the file: {gdal_message(exc)}") from None
         try:
             write_spectral_metadata(dataset, spec.wavelengths_nm, spec.fwhm_nm, dict(spec.tags))
         except BaseException:
@@ -60,4 +105,9 @@ class GeoTIFF:
         return GeoTIFFFile(dataset)
 
     def companions(self, path: Path) -> Tuple[Path, ...]:
-        return (Path(str(path) + ".aux.xml"),)
+        """GDAL's metadata (``.aux.xml``, the older ``.aux``), external overviews (``.ovr``, which
+        ``gdaladdo`` and QGIS's pyramids write) and masks (``.msk``), and the world files GDAL reads
+        when a GeoTIFF holds no geotransform of its own."""
+        name = str(path)
+        return (Path(name + ".aux.xml"), path.with_suffix(".aux"), Path(name + ".ovr"), Path(name + ".msk"),
+                path.with_suffix(".tfw"), Path(name + "w"), path.with_suffix(".wld"))

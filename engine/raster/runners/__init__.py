@@ -7,20 +7,25 @@ blender and bounds how many tiles are in flight.
 
 Adding a runner: one module in this folder with a class built from a ``RunnerContext`` that
 implements ``TileRunner``, and one line in ``RUNNERS``; ``InferenceSettings.runner`` picks it by name.
+A runner that holds resources (processes, a cluster connection) also has ``close()``, and one that
+keeps many tiles busy at once says how many may be in flight (``tiles_in_flight``): the pipeline
+asks through ``close_runner`` and ``in_flight_limit``.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from engine.errors import InputError
+from engine.radiometry import Radiometry
+from engine.raster.io import InputInfo
 from engine.raster.plan import InferencePlan
 from engine.raster.windows import Tile
-from engine.settings import Callbacks
+from engine.settings import Callbacks, InferenceSettings
 
 ProgressFn = Callable[[float], None]  # fraction in [0, 1] of the work of one submission
 
@@ -33,7 +38,7 @@ class TileJob:
     index: int
     tile: Tile
     origin: Tuple[int, int]
-    rgb: np.ndarray
+    rgb: Optional[np.ndarray]  # None only between a runner and its workers, which then read the window
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,21 @@ class RunnerContext:
 
     cascade: object  # engine.cascade.Cascade (not imported here: this module stays torch-free)
     plan: InferencePlan
-    normalisation: object  # engine.config.Normalisation resolved for this raster
+    statistics: object  # engine.input_transform.ImageStatistics of this raster (taken once per raster)
     device: str
     callbacks: Callbacks
+    settings: Optional[InferenceSettings] = None  # the run's settings (cluster, precision, input)
+    source: Optional["InputSource"] = None  # how to read a tile's RGB, for runners whose workers read it
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """What reading a tile's RGB takes (``engine.raster.pipeline.read_tile``): the input, how its
+    values are decoded, and the per-raster RGB that fills invalid pixels."""
+
+    info: InputInfo
+    radiometry: Radiometry
+    fill: Tuple[float, float, float]
 
 
 class TileRunner(Protocol):
@@ -73,6 +90,7 @@ class TileRunner(Protocol):
 # when chosen, so that a runner's dependencies never load for another.
 RUNNERS: Dict[str, str] = {
     "in-process": "engine.raster.runners.in_process.InProcessRunner",
+    "dask": "engine.raster.runners.dask_runner.DaskRunner",
 }
 
 
@@ -82,3 +100,16 @@ def runner_class(name: str) -> Callable[[RunnerContext], TileRunner]:
         raise InputError(f"unknown runner '{name}': use {' or '.join(RUNNERS)}", parameter="runner")
     module, _, attribute = RUNNERS[name].rpartition(".")
     return getattr(importlib.import_module(module), attribute)
+
+
+def in_flight_limit(runner: TileRunner, plan: InferencePlan) -> int:
+    """Tiles allowed between reading and blending: the runner's own ``tiles_in_flight`` if it has
+    one (a cluster keeps every worker busy), else the plan's."""
+    return max(plan.tiles_in_flight, getattr(runner, "tiles_in_flight", 0))
+
+
+def close_runner(runner: Optional[TileRunner]) -> None:
+    """Release what the runner holds (cancels its outstanding work); a runner without ``close`` holds nothing."""
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()

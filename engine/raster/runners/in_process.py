@@ -17,6 +17,7 @@ from engine.diffusion.noise import PositionalNoise
 from engine.errors import EngineError
 from engine.raster.plan import ChannelLayout
 from engine.raster.runners import ProgressFn, RunnerContext, TileJob, TileResult
+from engine.raster.runners.precision import network_precision
 from engine.raster.windows import reflect_pad
 
 
@@ -46,8 +47,10 @@ class SampleMoments:
         if self.stage1_sum is not None:
             self.stage1_sum += stage1
 
-    def finish(self, scale: float) -> None:
-        """Write the means and the variance (in output units: model units times ``scale`` squared)."""
+    def finish(self, scale, calibration: Optional[Sequence[float]] = None) -> None:
+        """Write the means and the variance (in output units: model units times ``scale`` squared;
+        ``scale`` a number or per-pixel (tiles, 1, h, w)); ``calibration``: per-band factors on the
+        standard deviation (the bundle's ``uncertainty_scale``), which leave the means alone."""
         k = self.samples
         if k == 1:
             return
@@ -63,6 +66,8 @@ class SampleMoments:
             variance /= (k - 1)
             np.maximum(variance, 0.0, out=variance)
             variance *= scale * scale
+            if calibration is not None:
+                variance *= np.square(np.asarray(calibration, dtype=np.float64))[None, :, None, None]
             self.merged[:, self.layout.uncertainty] = variance
         self.sum = self.sum_sq = self.stage1_sum = None
 
@@ -103,19 +108,30 @@ class InProcessRunner:
         self.context.callbacks.say(f"CUDA out of memory: batch reduced to {self.batch}")
 
     def _condition(self, chunk: Sequence[TileJob]) -> torch.Tensor:
-        """The chunk's RGB in model units, padded to the network's size, on the device."""
+        """The chunk's condition (the bundle's input transform of its RGB), padded to the network's
+        size, on the device."""
         net_h, net_w = self.plan.tiling.network_size
-        norm = self.context.normalisation
-        cond = np.stack([reflect_pad(norm.to_model(job.rgb), net_h, net_w) for job in chunk]).astype(np.float32)
-        return torch.from_numpy(cond).to(self.context.device)
+        transform, stats = self.context.cascade.config.normalisation, self.context.statistics
+        cond = np.stack([reflect_pad(transform.condition(job.rgb, stats), net_h, net_w) for job in chunk])
+        return torch.from_numpy(cond.astype(np.float32)).to(self.context.device)
+
+    def _output_scale(self, chunk: Sequence[TileJob]):
+        """(scale, offset) from model to output units: numbers for an affine transform, a per-pixel
+        scale (tiles, 1, h, w) for the chromatic one."""
+        transform, stats = self.context.cascade.config.normalisation, self.context.statistics
+        scales, offsets = zip(*(transform.output_scale(job.rgb, stats) for job in chunk))
+        if np.ndim(scales[0]) == 0:
+            return float(scales[0]), float(offsets[0])
+        return np.stack(scales)[:, None], float(offsets[0])
 
     def _draw(self, cond: torch.Tensor, chunk: Sequence[TileJob], k: int, progress: ProgressFn):
         """Sample ``k`` of every tile of the chunk: full and (if an output wants them) stage-1 bands,
         cropped to the tile, as numpy arrays."""
         tile_h, tile_w = self.plan.tiling.tile_size
         noise = PositionalNoise(self.plan.seed + k, [job.origin for job in chunk])
-        out = self.context.cascade.sample(cond, self.plan.sampler, noise, progress=progress,
-                                          cancel=self.context.callbacks.cancel)
+        with network_precision(self.context):
+            out = self.context.cascade.sample(cond, self.plan.sampler, noise, progress=progress,
+                                              cancel=self.context.callbacks.cancel)
         self.network_passes += out.network_passes * len(chunk)
         full = out.full[:, :, :tile_h, :tile_w].float().cpu().numpy()
         want_stage1 = self.plan.layout.stage1 is not None
@@ -131,12 +147,12 @@ class InProcessRunner:
             full, stage1 = self._draw(cond, chunk, k, lambda f, k=k: progress((k + f) / samples))
             moments.add(full, stage1)
             del full, stage1
-        norm = self.context.normalisation
-        moments.finish(float(norm.scale))
+        scale, offset = self._output_scale(chunk)
+        moments.finish(scale, self.context.cascade.config.uncertainty_scale)
         # model units -> output units (the variance channels are already there)
         means = merged[:, plan.layout.means]
-        means *= float(norm.scale)
-        means += float(norm.offset)
+        means *= scale
+        means += offset
         return [TileResult(job.index, job.tile, merged[i]) for i, job in enumerate(chunk)]
 
 
