@@ -289,4 +289,6 @@ def test_two_runs_writing_one_path_leave_one_complete_file(tmp_path, tiny_bundle
     reference = tmp_path / "reference.tif"  # that writer's run again, alone
     assert infer(src, reference, *arguments[2:], "--seed", seed)[0] == 0
     with rasterio.open(reference) as dataset:
-        np.testing.assert_array_equal(dataset.read(), written)
+        # the same run up to float summation order (torch's CPU kernels under another load); the other
+        # writer's seed differs from it by the values' own size
+        np.testing.assert_allclose(dataset.read(), written, rtol=1e-4, atol=1e-5 * float(np.abs(written).max()))
