@@ -73,7 +73,26 @@ class PixelResBlock(nn.Module):
         return self.skip(x) + self.outer(self.dropout(F.silu(h)))
 
 
-class LocalUNet(TwoBranchUNet):
+class ConditionWindow:
+    """What the raster pipeline and training ask of a network whose output at a pixel depends on a
+    ``condition_window``-pixel window of the condition and on nothing else around it."""
+
+    @classmethod
+    def context_radius(cls, config: UNetConfig) -> int:
+        """How many pixels of condition on each side a pixel's output depends on."""
+        return config.condition_window // 2
+
+    @classmethod
+    def size_multiple(cls, config: UNetConfig) -> int:
+        return 1
+
+    @property
+    def training_margin(self) -> int:
+        """Training windows carry the whole context: the target is the window less this margin."""
+        return self.context_radius(self.config)
+
+
+class LocalUNet(ConditionWindow, TwoBranchUNet):
     """eps_theta(x_t, t, c) whose output at a pixel sees a ``condition_window``-pixel window of c.
 
     The condition may be passed with a margin of context around x_t's extent (``cond`` larger than
@@ -113,20 +132,6 @@ class LocalUNet(TwoBranchUNet):
         if tuple(config.channel_multipliers) != (1,) or config.attention_downsample:
             raise ValueError("a local UNet has one resolution and no attention: set channel_multipliers to [1] "
                              "and attention_downsample to []")
-
-    @classmethod
-    def context_radius(cls, config: UNetConfig) -> int:
-        """How many pixels of condition on each side a pixel's output depends on."""
-        return config.condition_window // 2
-
-    @classmethod
-    def size_multiple(cls, config: UNetConfig) -> int:
-        return 1
-
-    @property
-    def training_margin(self) -> int:
-        """Training windows carry the whole context: the target is the window less this margin."""
-        return self.context_radius(self.config)
 
     def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None,
                          margin: int = 0) -> List[torch.Tensor]:

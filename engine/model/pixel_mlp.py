@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import UNetConfig
-from engine.model.local_unet import PixelResBlock, condition_margin, window_context
+from engine.model.local_unet import ConditionWindow, PixelResBlock, condition_margin, window_context
 from engine.model.unet import timestep_embedding
 
 
-class PixelMLP(nn.Module):
+class PixelMLP(ConditionWindow, nn.Module):
     """eps_theta(x_t, t, c) (or EDM's raw output) per pixel; see the module docstring."""
 
     architecture = "pixel_mlp"
@@ -60,18 +60,6 @@ class PixelMLP(nn.Module):
                              "channel_multipliers to [1], attention_downsample to [] and condition_uses_time to false")
         if config.encoder_res_blocks < 1:
             raise ValueError("encoder_res_blocks (the MLP's residual blocks) must be at least 1")
-
-    @classmethod
-    def context_radius(cls, config: UNetConfig) -> int:
-        return config.condition_window // 2
-
-    @classmethod
-    def size_multiple(cls, config: UNetConfig) -> int:
-        return 1
-
-    @property
-    def training_margin(self) -> int:
-        return self.context_radius(self.config)
 
     def encode_condition(self, cond: torch.Tensor, t: Optional[torch.Tensor] = None,
                          margin: int = 0) -> List[torch.Tensor]:
