@@ -239,7 +239,8 @@ def diffusion_runs(run: FoldRun, cascade: Cascade, one_stage: Cascade, timings: 
 
 
 def ablation(run: FoldRun, cascade: Cascade) -> dict:
-    """The PDT / ICMG ablation (Table VI) on the ablation fold, first seed; {} elsewhere."""
+    """The PDT / ICMG ablation (Table VI) on the ablation fold, first seed; {} elsewhere. PDT clamps x_0
+    and x_t in units of each band's std (``engine.diffusion.truncation``)."""
     if run.fold != run.args.ablation_fold or not run.first_seed:
         return {}
     fast, guidance = run.config.sampler, run.args.guidance
@@ -248,6 +249,7 @@ def ablation(run: FoldRun, cascade: Cascade) -> dict:
         "ICMG only": replace(fast, guidance=guidance, pdt_stage1=None, pdt_stage2=None),
         "PDT only": replace(fast, guidance=0.0),
         "ICMG + PDT (x0)": replace(fast, guidance=guidance),
+        "ICMG on stage 2 only + PDT (x0, paper's best)": replace(fast, guidance=guidance, guidance_stage1=0.0),
         "ICMG + PDT (x_t, authors' code)": replace(fast, guidance=guidance, truncation_target="x_t"),
         "ICMG + PDT (eps, paper)": replace(fast, guidance=guidance, truncation_target="eps"),
     }

@@ -124,9 +124,9 @@ class Cascade:
                      on_step: Optional[Callable[[int, int], None]] = None,
                      cancel: Optional[Callable[[], bool]] = None) -> SampleResult:
         model = self.denoiser(stage)
-        predictor = noise_predictor(model, cond, settings.guidance, self.config.null_condition)
+        predictor = noise_predictor(model, cond, settings.guidance_for_stage(stage), self.config.null_condition)
         options = SamplingOptions.for_stage(settings, stage, self.schedule.num_timesteps,
-                                            self.stage_config(stage).x0_limit)
+                                            self.stage_config(stage).x0_limit, self.stage_config(stage).data_std)
         shape = (cond.shape[0], model.out_channels, cond.shape[2], cond.shape[3])
         result = sample(predictor, self.schedule, shape, lambda step, shp: noise.draw(stage, step, shp, cond.device),
                         options, on_step=on_step, cancel=cancel)

@@ -29,7 +29,9 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"{sampler_catalog.help_text()} (default: the bundle's)")
     p.add_argument("--steps", type=int,
                    help="network evaluations per stage (default: the bundle's; a sampler over all steps ignores it)")
-    p.add_argument("--guidance", type=float, help="ICMG weight s (0 turns guidance off)")
+    p.add_argument("--guidance", type=float, help="ICMG weight s (0 turns guidance off); stage 2, and stage 1 "
+                   "unless --guidance-stage1 or the bundle sets its own")
+    p.add_argument("--guidance-stage1", type=float, help="ICMG weight of stage 1 (the paper's best setting: 0)")
     p.add_argument("--pdt", type=float, nargs=2, metavar=("P1", "P2"), help="PDT p_T of stages 1 and 2")
     p.add_argument("--no-pdt", action="store_true", help="turn progressive dynamic truncation off")
     p.add_argument("--truncation-target", choices=["eps", "x_t", "x0"],
@@ -43,7 +45,7 @@ def _settings(cascade, args):
 
     return sampler_settings(cascade, args.sampler, args.steps, args.guidance,
                             tuple(args.pdt) if args.pdt else (None, None), args.truncation_target,
-                            no_pdt=args.no_pdt)
+                            no_pdt=args.no_pdt, guidance_stage1=args.guidance_stage1)
 
 
 def _load(args):

@@ -292,12 +292,16 @@ class SamplerConfig:
     ``truncation_target``: "eps" clamps the guided noise (the paper), "x_t" clamps the state (the
     authors' code), "x0" clamps the predicted clean image (the form DDIM/DPM-Solver++ use), "none".
     ``truncation_scope``: "sample" takes the percentile over a whole tile (the paper); "pixel" over
-    each pixel's spectrum, which no tile border can change.
+    each pixel's spectrum, which no tile border can change. PDT clamps x_0 and x_t in units of each
+    band's std (the stage's ``data_std``), so its floor of 1 means one std, as it does for the noise.
+    ``guidance``: the ICMG scale of stage 2, and of stage 1 unless ``guidance_stage1`` is set (the
+    paper's best setting, Table VI, guides stage 2 only: ``guidance_stage1`` 0).
     """
 
     name: str = "dpmpp"
     steps: int = 20
     guidance: float = 1.0
+    guidance_stage1: Optional[float] = None
     pdt_stage1: Optional[float] = 0.96
     pdt_stage2: Optional[float] = 0.88
     truncation_target: str = "x0"
@@ -306,6 +310,9 @@ class SamplerConfig:
 
     def pdt_for_stage(self, stage: int) -> Optional[float]:
         return self.pdt_stage1 if stage == 1 else self.pdt_stage2
+
+    def guidance_for_stage(self, stage: int) -> float:
+        return self.guidance_stage1 if stage == 1 and self.guidance_stage1 is not None else self.guidance
 
     def validate(self) -> None:
         """InputError (a ValueError) naming the inference setting: these fields are also what a user
@@ -340,7 +347,7 @@ def _pdt_override(value, default):
 
 def override_sampler(base: SamplerConfig, sampler: Optional[str] = None, steps: Optional[int] = None,
                      guidance: Optional[float] = None, pdt=(None, None), truncation_target: Optional[str] = None,
-                     truncation_scope: Optional[str] = None) -> SamplerConfig:
+                     truncation_scope: Optional[str] = None, guidance_stage1: Optional[float] = None) -> SamplerConfig:
     """``base`` with the given fields replaced; None keeps a field, a PDT entry "off" or False disables it.
 
     Switching sampler without naming a truncation target picks the one that sampler is defined with
@@ -357,6 +364,7 @@ def override_sampler(base: SamplerConfig, sampler: Optional[str] = None, steps: 
         name=sampler or base.name,
         steps=int(steps) if steps is not None else base.steps,
         guidance=float(guidance) if guidance is not None else base.guidance,
+        guidance_stage1=float(guidance_stage1) if guidance_stage1 is not None else base.guidance_stage1,
         pdt_stage1=_pdt_override(pdt[0], base.pdt_stage1),
         pdt_stage2=_pdt_override(pdt[1], base.pdt_stage2),
         truncation_target=truncation_target or base.truncation_target,

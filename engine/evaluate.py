@@ -14,7 +14,7 @@ import torch
 from engine.cascade import Cascade
 from engine.config import SamplerConfig, override_sampler
 from engine.data import load_scene, render_rgb, scene_on_grid
-from engine.diffusion.noise import PositionalNoise
+from engine.diffusion.noise import sampler_noise
 from engine.errors import InputError
 from engine.metrics import all_metrics, per_band_psnr
 from engine.spectral import load_srf_csv, simulate_rgb_from_bands
@@ -31,11 +31,13 @@ class Reconstruction:
 
 def sampler_settings(cascade: Cascade, sampler: Optional[str] = None, steps: Optional[int] = None,
                      guidance: Optional[float] = None, pdt: Sequence = (None, None),
-                     truncation_target: Optional[str] = None, no_pdt: bool = False) -> SamplerConfig:
+                     truncation_target: Optional[str] = None, no_pdt: bool = False,
+                     guidance_stage1: Optional[float] = None) -> SamplerConfig:
     """The bundle's default sampler with the given fields overridden (InputError naming the setting
     when invalid)."""
     return override_sampler(cascade.config.sampler, sampler=sampler, steps=steps, guidance=guidance,
-                            pdt=("off", "off") if no_pdt else pdt, truncation_target=truncation_target)
+                            pdt=("off", "off") if no_pdt else pdt, truncation_target=truncation_target,
+                            guidance_stage1=guidance_stage1)
 
 
 def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed: int = 0,
@@ -58,7 +60,8 @@ def reconstruct(cascade: Cascade, rgb: np.ndarray, settings: SamplerConfig, seed
     nfe = passes = 0
     for k in range(samples):
         report = None if progress is None else (lambda f, k=k: progress((k + f) / samples))
-        out = cascade.sample(cond, settings, PositionalNoise(seed + k, [(0, 0)]), report, cancel)
+        noise = sampler_noise(seed + k, cond, [(0, 0)], per_pixel=cascade.config.context_radius == 0)
+        out = cascade.sample(cond, settings, noise, report, cancel)
         full = out.full if full is None else full + out.full
         stage1 = out.stage1 if stage1 is None else stage1 + out.stage1
         nfe, passes = nfe + out.nfe, passes + out.network_passes

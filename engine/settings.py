@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Optional, Tuple, Union
 
 # Relative imports: the plugin may import this module as part of its own package (``scdm.engine``)
 # before the engine is on ``sys.path``; both modules are standard library only.
+from .band_sets import MODEL_GRID, check_band_set, parse_band_set
 from .diffusion import sampler_catalog
 from .errors import InputError
 from .radiometry import Radiometry
@@ -35,6 +36,7 @@ LOCAL_CLUSTER = "local"  # ``local:N``: a cluster of N worker processes on this 
 MAX_LOCAL_WORKERS = 1024
 DEFAULT_SCHEDULER_PORT = 8786  # Dask's
 PRECISIONS = ("fp32", "bf16", "fp16")  # float32, or autocast to bfloat16 / float16 (engine.raster.runners.precision)
+OUTPUT_TYPES = ("float32", "float16", "uint16", "int16")  # engine.raster.formats.encoding stores each
 PDT_OFF = "off"  # a PDT entry that switches truncation off for its stage
 
 PdtChoice = Union[None, float, str]  # None: the model's own; PDT_OFF; or a percentile in (0, 1]
@@ -75,6 +77,7 @@ LIMITS: Mapping[str, Limit] = {
     "overlap": Limit(0, 4096),
     "steps": Limit(1, 1000),
     "guidance": Limit(0.0, 20.0, whole=False),
+    "guidance_stage1": Limit(0.0, 20.0, whole=False),
     "pdt": Limit(0.0, 1.0, whole=False),  # a percentile p_T in (0, 1]; 0 is refused (use PDT_OFF)
     "seed": Limit(0, 2 ** 31 - 1),
     "batch": Limit(1, 1024),
@@ -190,7 +193,8 @@ class InferenceSettings:
     """One raster inference run as the caller chose it; see the module docstring.
 
     ``model``: a bundle folder, None for the bundled model. ``tile`` None takes the model's own tile;
-    ``sampler``, ``steps``, ``guidance`` and the ``pdt`` entries left None take the model's defaults (a
+    ``sampler``, ``steps``, ``guidance`` (stage 2, and stage 1 unless ``guidance_stage1`` or the model
+    sets stage 1's own), ``guidance_stage1`` and the ``pdt`` entries left None take the model's defaults (a
     pdt entry ``"off"`` switches truncation off for that stage). ``samples`` > 1 averages that many
     samples drawn with seeds ``seed, seed + 1, ...``; ``uncertainty_output`` then receives their
     per-band standard deviation. ``batch`` None: 8 tiles per network call on CUDA, 1 on the CPU.
@@ -202,6 +206,10 @@ class InferenceSettings:
     ``consistency``: None (or "off") leaves the spectra as the model gives them; "estimate" or a camera
     response CSV projects each output spectrum onto those that integrate to the input RGB exactly
     (``engine.consistency``), with the camera's response estimated from the image or read from the file.
+    ``band_set``: the output's bands: "model" (the model's grid), a sensor of ``engine.band_sets.SENSORS``
+    ("sentinel2", "landsat8-9") or a response CSV, each sensor band simulated from the model's spectrum.
+    ``output_type``: how the outputs store values (``OUTPUT_TYPES``; ``engine.raster.formats.encoding``).
+    ``overviews``: build internal overviews in GeoTIFF outputs (fast display of large outputs).
     """
 
     input: str
@@ -213,6 +221,7 @@ class InferenceSettings:
     sampler: Optional[str] = None
     steps: Optional[int] = None
     guidance: Optional[float] = None
+    guidance_stage1: Optional[float] = None
     pdt: Tuple[PdtChoice, PdtChoice] = (None, None)
     seed: int = 0
     device: str = "auto"
@@ -227,6 +236,9 @@ class InferenceSettings:
     cluster: Optional[str] = None
     precision: str = PRECISIONS[0]
     consistency: Optional[str] = None
+    band_set: str = MODEL_GRID
+    output_type: str = OUTPUT_TYPES[0]
+    overviews: bool = True
 
     def __post_init__(self):
         # Front ends hand over what they have (Paths, "1,2,3", lists); the fields hold one form.
@@ -238,6 +250,7 @@ class InferenceSettings:
         object.__setattr__(self, "radiometry", Radiometry.parse(self.radiometry).value)
         object.__setattr__(self, "cluster", parse_cluster(self.cluster))
         object.__setattr__(self, "consistency", parse_consistency(self.consistency))
+        object.__setattr__(self, "band_set", parse_band_set(self.band_set))
         if self.cluster is not None and self.runner == DEFAULT_RUNNER:
             object.__setattr__(self, "runner", CLUSTER_RUNNER)
         self.validate()
@@ -272,6 +285,18 @@ class InferenceSettings:
         self._check_distinct_outputs()
         self._check_cluster_and_precision()
         self._check_consistency()
+        self._check_band_set()
+        if self.output_type not in OUTPUT_TYPES:
+            raise InputError(f"unknown output type '{self.output_type}': use {', '.join(OUTPUT_TYPES)} (float32 keeps "
+                             "full precision; float16 halves the file; uint16 / int16 store scaled integers)",
+                             parameter="output_type")
+
+    def _check_band_set(self) -> None:
+        check_band_set(self.band_set)
+        if self.band_set != MODEL_GRID and self.uncertainty_output is not None:
+            # A sensor band's spread needs the samples' covariance across the model's bands, not their stds.
+            raise InputError("the uncertainty output is given on the model's own bands only: choose the model's "
+                             f"band set ({MODEL_GRID}) or leave the uncertainty output empty", parameter="band_set")
 
     def _check_consistency(self) -> None:
         if self.consistency not in (None, CONSISTENCY_ESTIMATE) and not Path(self.consistency).is_file():

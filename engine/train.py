@@ -172,6 +172,7 @@ def _load_checkpoint(checkpoint: Optional[Checkpoint], learner: _Learner) -> Tup
                 "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].to(device),
             }
     info = json.loads(meta.read_text())
+    learner.ema.updates_done = int(info["step"])
     return int(info["step"]), list(info["losses"])
 
 

@@ -31,6 +31,7 @@ from typing import List, Mapping, Optional
 
 from qgis.core import QgsProcessingException
 
+from ..engine import band_sets as engine_band_sets
 from ..engine import settings as engine_settings
 from ..engine.diffusion import sampler_catalog
 

@@ -189,12 +189,13 @@ def test_a_refused_sampler_override_keeps_its_setting():
     from engine.errors import InputError
     from engine.raster.plan import sampler_settings
 
-    chosen = SimpleNamespace(sampler=None, steps=0, guidance=None, pdt=(None, None))
+    chosen = SimpleNamespace(sampler=None, steps=0, guidance=None, guidance_stage1=None, pdt=(None, None))
     with pytest.raises(InputError) as raised:
         sampler_settings(SamplerConfig(), chosen)
     assert raised.value.parameter == "steps"
     with pytest.raises(InputError) as raised:
-        sampler_settings(SamplerConfig(), SimpleNamespace(sampler="euler", steps=None, guidance=None, pdt=(None, None)))
+        sampler_settings(SamplerConfig(), SimpleNamespace(sampler="euler", steps=None, guidance=None, guidance_stage1=None,
+                                                              pdt=(None, None)))
     assert raised.value.parameter == "sampler"
 
 

@@ -152,7 +152,8 @@ def test_local_2_writes_what_the_in_process_runner_writes(tiny_bundle, rgb, refe
     np.testing.assert_array_equal(read(report.output_path), read(reference))
     np.testing.assert_array_equal(read(tmp_path / "out_stage1.tif"), read(reference.with_name("out_stage1.tif")))
     with rasterio.open(report.output_path) as a, rasterio.open(reference) as b:
-        assert a.profile == b.profile and a.tags() == b.tags()
+        assert {**a.profile, "nodata": str(a.nodata)} == {**b.profile, "nodata": str(b.nodata)}  # NaN != NaN
+        assert a.tags() == b.tags()
     assert report.tiles_skipped >= 1 and report.network_passes == 2 * report.tiles_run
     assert any("2 worker(s)" in m for m in messages)
     assert any("read their input windows themselves" in m for m in messages)
@@ -284,7 +285,7 @@ def test_sharded_vrt_is_the_single_writer_output(tiny_bundle, rgb, reference, cl
     np.testing.assert_array_equal(read(tmp_path / "out.vrt"), read(reference))
     np.testing.assert_array_equal(read(tmp_path / "out_stage1.vrt"), read(reference.with_name("out_stage1.tif")))
     with rasterio.open(tmp_path / "out.vrt") as vrt, rasterio.open(reference) as tif:
-        assert (vrt.crs, vrt.transform, vrt.count, vrt.nodata) == (tif.crs, tif.transform, tif.count, tif.nodata)
+        assert (vrt.crs, vrt.transform, vrt.count, str(vrt.nodata)) == (tif.crs, tif.transform, tif.count, str(tif.nodata))
         np.testing.assert_allclose(read_wavelengths(vrt), read_wavelengths(tif))
         assert vrt.tags()["SCDM_MODEL"] == tif.tags()["SCDM_MODEL"] and vrt.descriptions == tif.descriptions
     with rasterio.open(tmp_path / "out-strips" / "strip-00000.tif") as first, \

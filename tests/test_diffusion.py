@@ -11,7 +11,7 @@ import torch
 from engine.config import ScheduleConfig
 from engine.diffusion.guidance import icmg_combine
 from engine.diffusion.losses import spectral_angle_loss
-from engine.diffusion.noise import PositionalNoise, TorchNoise, gaussian_field
+from engine.diffusion.noise import KEY_STEP, ConditionKeyedNoise, PositionalNoise, TorchNoise, gaussian_field
 from engine.diffusion.samplers import SamplingOptions, sample
 from engine.diffusion.schedule import NoiseSchedule, TrainingTimesteps
 from engine.diffusion.truncation import ProgressiveTruncation, pdt_percentile, percentile_clamp
@@ -157,6 +157,34 @@ def test_positional_noise_agrees_on_overlaps_and_is_standard_normal():
     assert abs(field.mean().item()) < 0.01 and abs(field.std().item() - 1) < 0.01
     other_step = gaussian_field(1, 1, 8, 0, 0, 256, 256, torch.device("cpu"))
     assert abs(torch.corrcoef(torch.stack([field.flatten(), other_step.flatten()]))[0, 1].item()) < 0.01
+
+
+def test_condition_keyed_noise_follows_the_condition_not_the_position():
+    cond = torch.randn(2, 4, 20, 30, generator=torch.Generator().manual_seed(0))
+    cond[1, :, 5:9, 3:12] = cond[0, :, 11:15, 17:26]  # the same four-channel values elsewhere in another tile
+    cond[0, :, 0, :] = cond[0, :, 0, :1]  # a uniform row
+    noise = ConditionKeyedNoise(3, cond, rows=7).draw(1, 2, (2, 6, 20, 30), "cpu")
+    assert torch.equal(noise[1, :, 5:9, 3:12], noise[0, :, 11:15, 17:26])
+    assert bool((noise[0, :, 0, :] == noise[0, :, 0, :1]).all())
+    torch.testing.assert_close(noise, ConditionKeyedNoise(3, cond, rows=100).draw(1, 2, noise.shape, "cpu"),
+                               rtol=0, atol=0)
+    changed = cond.clone()
+    changed[0, 3, 2, 2] += 2 * KEY_STEP  # one channel of one pixel, by two grid steps
+    changed[0, 1, 4, 4] += 1e-6 * changed[0, 1, 4, 4]  # rounding-sized change elsewhere
+    moved = ConditionKeyedNoise(3, changed).draw(1, 2, noise.shape, "cpu")
+    assert not torch.equal(moved[0, :, 2, 2], noise[0, :, 2, 2]) and torch.equal(moved[1], noise[1])
+    assert torch.equal(moved[0, :, 4, 4], noise[0, :, 4, 4])
+
+
+def test_condition_keyed_noise_is_standard_normal_and_new_per_step_band_and_seed():
+    cond = torch.randn(1, 4, 256, 256, generator=torch.Generator().manual_seed(1))
+    field = ConditionKeyedNoise(1, cond).draw(0, 0, (1, 8, 256, 256), "cpu")
+    assert abs(field.mean().item()) < 0.01 and abs(field.std().item() - 1) < 0.01
+    others = [ConditionKeyedNoise(1, cond).draw(0, 1, field.shape, "cpu"),
+              ConditionKeyedNoise(2, cond).draw(0, 0, field.shape, "cpu"), field[:, 1:]]
+    for other, mine in zip(others, [field, field, field[:, :1]]):
+        r = torch.corrcoef(torch.stack([mine.flatten(), other[:, :mine.shape[1]].flatten()]))[0, 1].item()
+        assert abs(r) < 0.01
 
 
 # --- samplers on a Gaussian data set whose exact noise predictor is known --------------------------
@@ -357,3 +385,50 @@ def test_condition_dropout_uses_the_null_condition():
     assert set(items.unique().tolist()) == {1.0, -10.0}
     assert 0.15 < (items == -10.0).float().mean().item() < 0.35
     assert torch.equal(drop_condition(cond, 0.0, -10.0, torch.Generator().manual_seed(0)), cond)
+
+
+def _ema_after(decay: float, updates: int) -> float:
+    """The shadow of a one-weight model whose weight jumps from 0 to 1 before the first update."""
+    from engine.diffusion.ema import EMA
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, decay)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(updates):
+        ema.update(model)
+    return float(ema.shadow.weight)
+
+
+@pytest.mark.parametrize("updates", [1, 5, 600])
+def test_ema_warm_up_keeps_1_over_binomial_of_the_initial_weights(updates):
+    # prod_{k<n} (1 + k) / (10 + k) = n! 9! / (n + 9)! = 1 / C(n + 9, 9) while the warm-up is below decay.
+    kept = 1.0 - _ema_after(0.999, updates)
+    assert kept == pytest.approx(1.0 / math.comb(updates + 9, 9), rel=1e-4, abs=1e-7)
+    assert kept < 0.999 ** updates  # the un-warmed average kept 55 % of the random start after 600
+
+
+def test_ema_decay_caps_the_warm_up():
+    # decay 0.2: updates 0 and 1 use (1 + k) / (10 + k) = 0.1, 2/11 (< 0.2), every later one 0.2.
+    assert 1.0 - _ema_after(0.2, 5) == pytest.approx(0.1 * 2 / 11 * 0.2 ** 3, rel=1e-3)
+
+
+def test_pdt_clamps_data_in_units_of_each_band_std():
+    # Two bands of std 0.01 and 1, each pixel's spectrum (0.05, 0.5) up to sign: 5 and 0.5 std. At t = T - 1
+    # p = 0.5: in data units tau = max(median(0.05, 0.5), 1) = 1 clamps nothing; in std units tau =
+    # max(median(5, 0.5), 1) = 2.75 std clamps the first band to 0.0275.
+    values = torch.tensor([0.05, -0.05, 0.5, -0.5]).view(1, 2, 1, 2)
+    plain = ProgressiveTruncation("x0", 0.5, 10, scope="pixel")
+    scaled = ProgressiveTruncation("x0", 0.5, 10, scope="pixel", band_scale=(0.01, 1.0))
+    assert torch.equal(plain(values, 9), values)
+    assert scaled(values, 9).flatten().tolist() == pytest.approx([0.0275, -0.0275, 0.5, -0.5])
+
+
+def test_guidance_per_stage():
+    from engine.config import SamplerConfig, override_sampler
+
+    both = SamplerConfig(name="ddim", steps=2, guidance=2.0)
+    assert (both.guidance_for_stage(1), both.guidance_for_stage(2)) == (2.0, 2.0)
+    paper = override_sampler(both, guidance_stage1=0.0)
+    assert (paper.guidance_for_stage(1), paper.guidance_for_stage(2)) == (0.0, 2.0)
+    assert override_sampler(paper, guidance=3.0).guidance_for_stage(1) == 0.0

@@ -1,12 +1,9 @@
 """What the SEED help and the README promise about seeds and tiling (issue 15, finding 6), checked on a
 cascade of per-pixel networks (``UNetConfig.local(..., condition_window=1)``: a network's output at a
 pixel sees that pixel only), the kind the new default model is: the same seed gives the same result
-whatever the tile size and overlap, to float32 rounding.
-
-A uniform input does not (yet) give a uniform output: the sampler's noise is a Gaussian field keyed by
-each pixel's position (``engine.diffusion.noise.PositionalNoise``), so identical pixels start from
-different noise and a network that uses x_t at all ends elsewhere at each. The strict xfail below
-records it (it fails the suite once it passes, so that the marker goes with the cause).
+whatever the tile size and overlap, to float32 rounding; and a uniform input gives a uniform output,
+because a per-pixel cascade samples with noise keyed by each pixel's condition values
+(``engine.diffusion.noise.ConditionKeyedNoise``), not by its position.
 """
 
 from __future__ import annotations
@@ -55,15 +52,21 @@ def test_a_per_pixel_cascade_gives_the_same_result_whatever_the_tiling(per_pixel
     assert np.abs(other_seed - whole).max() > 1e-3 * np.abs(whole).max(), "the seed must matter"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sampler noise is drawn per pixel position, so identical pixels start from different noise: on the "
-    "tiny per-pixel cascade (DDIM 1 and 2 steps, seed 7) each band's std over a uniform 40 x 30 raster was "
-    "up to 53 times its mean (random weights). Noise keyed by each pixel's input value instead of its "
-    "position would make it hold for per-pixel cascades (engine.diffusion.noise, lead; issue 15, item 6)"))
-def test_a_uniform_input_gives_a_uniform_output_with_a_deterministic_sampler(per_pixel_cascade, tmp_path):
+@pytest.mark.parametrize("sampler, steps", [("ddim", 1), ("ddim", 2), ("dpmpp", 3)])
+def test_a_uniform_input_gives_a_uniform_output(per_pixel_cascade, tmp_path, sampler, steps):
+    # Before condition-keyed noise each band's std over this raster was up to 53 times its mean.
     data = np.stack([np.full((30, 40), value, np.uint16) for value in (1200, 900, 600)])
     src = write_rgb(tmp_path / "uniform.tif", data)
-    for steps in (1, 2):
-        out = run(per_pixel_cascade, src, tmp_path / f"u{steps}.tif", tile=64, steps=steps)
-        spread = out.max(axis=(1, 2)) - out.min(axis=(1, 2))
-        assert (spread <= 1e-5 * np.abs(out).max()).all(), f"DDIM {steps}: per-band spread up to {spread.max():g}"
+    out = run(per_pixel_cascade, src, tmp_path / "u.tif", tile=16, overlap=4, sampler=sampler, steps=steps)
+    spread = out.max(axis=(1, 2)) - out.min(axis=(1, 2))
+    assert (spread <= 1e-5 * np.abs(out).max()).all(), f"per-band spread up to {spread.max():g}"
+
+
+def test_identical_pixels_anywhere_in_an_image_give_identical_spectra(per_pixel_cascade, tmp_path):
+    patch = np.random.default_rng(5).integers(200, 3000, (3, 9, 11)).astype(np.uint16)
+    data = np.tile(patch, (1, 3, 4))  # the same 9 x 11 patch at 12 places, across tile borders
+    out = run(per_pixel_cascade, write_rgb(tmp_path / "tiled.tif", data), tmp_path / "o.tif", tile=20, overlap=4)
+    first = out[:, :9, :11]
+    for row in range(0, 27, 9):
+        for col in range(0, 44, 11):
+            assert np.abs(out[:, row:row + 9, col:col + 11] - first).max() <= 1e-5 * np.abs(first).max()

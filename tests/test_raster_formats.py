@@ -119,3 +119,81 @@ def test_scene_loading_does_not_import_the_report_module():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert "engine.raster.spectral_metadata" in imported and "engine.report" not in imported
+
+
+# ----------------------------------------------------------------------------------------------
+# storage: data types, scale and offset, overviews
+
+
+def test_integer_encodings_round_to_the_scale_clip_and_give_nan_its_own_code():
+    from engine.raster.formats.encoding import HEADROOM, output_encoding
+
+    encoding = output_encoding("uint16", bright_level=0.5)
+    assert encoding.scale == pytest.approx(HEADROOM * 0.5 / 65534) and encoding.offset == 0.0
+    values = np.array([[[0.0, 0.3, 3.99, 4.5, np.nan, -0.1]]], np.float32)
+    stored, clipped = encoding.encode(values)
+    assert stored.dtype == np.uint16 and clipped == 2  # 4.5 above 8 x 0.5, -0.1 below 0
+    assert stored[0, 0].tolist() == [0, round(0.3 / encoding.scale), round(3.99 / encoding.scale), 65534, 65535, 0]
+    assert encoding.nodata(float("nan")) == 65535 and encoding.nodata(None) is None
+    signed = output_encoding("int16", bright_level=0.5)
+    stored, clipped = signed.encode(values)
+    assert stored[0, 0, 5] == round(-0.1 / signed.scale) and stored[0, 0, 4] == -32768 and clipped == 1
+    half, clipped = output_encoding("float16", 0.5).encode(np.array([1e5, 1.2345], np.float32))
+    assert half.dtype == np.float32 and clipped == 1 and half[1] == np.float16(1.2345)
+    assert output_encoding("uint16", bright_level=0.0).scale == pytest.approx(HEADROOM / 65534)
+
+
+@pytest.mark.parametrize("size, factors", [((20, 20), ()), ((2048, 256), ()), ((2049, 100), (2, 4, 8, 16)),
+                                           ((300, 4100), (2, 4, 8, 16, 32)), ((8192, 8193), (2, 4, 8, 16, 32, 64))])
+def test_overview_factors_halve_until_one_block(size, factors):
+    from engine.raster.formats.geotiff import overview_factors
+
+    assert overview_factors(*size, block=256) == factors
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from engine.bundle import default_bundle_path, load_bundle
+
+    return load_bundle(default_bundle_path(), device="cpu")  # trained: outputs in the input's range
+
+
+@pytest.mark.parametrize("output_type", ["float16", "uint16", "int16"])
+def test_a_run_stores_its_type_and_reads_back_the_float32_values(bundled, tmp_path, output_type):
+    rng = np.random.default_rng(4)  # colours as aerial images have them: brightness varies more than hue
+    data = (rng.uniform(300, 3000, (1, 40, 300)) * rng.uniform(0.8, 1.2, (3, 40, 300))).astype(np.uint16)
+    data[:, :3, :4] = 0
+    src = tmp_path / "in.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=300, height=40, count=3, dtype="uint16", nodata=0,
+                       transform=Affine(5.0, 0, 3e5, 0, -5.0, 5e6), crs="EPSG:32618") as dst:
+        dst.write(data)
+    messages = []
+    run(bundled, src, tmp_path / "f32.tif")
+    run(bundled, src, tmp_path / "small.tif", output_type=output_type, log=messages.append)
+    assert not [m for m in messages if "clipped" in m]
+    with rasterio.open(tmp_path / "f32.tif") as full, rasterio.open(tmp_path / "small.tif") as small:
+        reference, valid = full.read(), full.read_masks(1) > 0
+        stored = {"float16": ("float32", "16")}.get(output_type, (output_type, None))
+        assert (small.dtypes[0], small.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")) == stored
+        assert small.overviews(1) == []  # 300 px: displays fast without
+        assert (small.read_masks(1) > 0).tolist() == valid.tolist()
+        scale, offset = small.scales[0], small.offsets[0]
+        values = small.read().astype(np.float64) * scale + offset
+        assert small.nodata == {"uint16": 65535, "int16": -32768}.get(output_type) or np.isnan(small.nodata)
+        tolerance = 0.51 * scale if output_type != "float16" else 1e-3 * np.abs(reference[:, valid]).max()
+        assert np.abs(values[:, valid] - reference[:, valid]).max() <= tolerance
+        assert read_wavelengths(small) is not None and small.descriptions == full.descriptions
+    assert (tmp_path / "small.tif").stat().st_size < 0.75 * (tmp_path / "f32.tif").stat().st_size
+
+
+def test_overviews_can_be_left_out(cascade, rgb_file, tmp_path):
+    big = tmp_path / "big.tif"
+    with rasterio.open(rgb_file) as src:
+        profile = {**src.profile, "width": 2100, "height": 20}
+        with rasterio.open(big, "w", **profile) as dst:
+            dst.write(np.tile(src.read(), (1, 1, 105)))
+    run(cascade, big, tmp_path / "with.tif")
+    run(cascade, big, tmp_path / "without.tif", overviews=False)
+    with rasterio.open(tmp_path / "with.tif") as with_, rasterio.open(tmp_path / "without.tif") as without:
+        assert with_.overviews(1) == [2, 4, 8, 16] and without.overviews(1) == []
+        assert np.array_equal(with_.read(), without.read())

@@ -155,7 +155,9 @@ def test_integer_raster_without_nodata_has_no_output_nodata(tmp_path):
     info = rio.inspect_input(write_variant(tmp_path / "u16.tif", data, nodata=None))
     assert not info.can_be_invalid and rio.output_nodata(info) is None
     info = rio.inspect_input(write_variant(tmp_path / "u8.tif", (data // 16).astype(np.uint8), nodata=0))
-    assert rio.output_nodata(info) == 0.0
+    assert math.isnan(rio.output_nodata(info)), "0 is a value spectra take: it would hide valid pixels"
+    info = rio.inspect_input(write_variant(tmp_path / "i16.tif", data.astype(np.int16) // 2, nodata=-9999))
+    assert rio.output_nodata(info) == -9999.0
     info = rio.inspect_input(write_variant(tmp_path / "f64.tif", data.astype(np.float64), nodata=1e300))
     assert math.isnan(rio.output_nodata(info)), "1e300 does not fit float32"
 

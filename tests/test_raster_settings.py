@@ -137,8 +137,8 @@ def test_plan_tiles_the_mirrored_extension_and_lays_out_the_channels():
 
 
 def test_plan_defaults_and_refusals():
-    plan = make_plan(info(nodata=0, can_be_invalid=True), facts(), settings(), "cpu")
-    assert plan.tiling.tile == 64 and plan.layout.stage1 is None and plan.nodata == 0.0
+    plan = make_plan(info(nodata=-1, can_be_invalid=True), facts(), settings(), "cpu")
+    assert plan.tiling.tile == 64 and plan.layout.stage1 is None and plan.nodata == -1.0
     assert (plan.sampler.name, plan.sampler.steps, plan.samples) == ("ddim", 2, 1)
     assert make_plan(info(height=1, width=1), facts(), settings(), "cpu").tiling.network_size == (32, 32)
     with pytest.raises(InputError, match="half the tile \\(32\\)") as raised:

@@ -3,12 +3,16 @@
 At each step a value (the guided noise in the paper, x_t in the authors' code, or the predicted x_0
 for DDIM / DPM-Solver++) is clamped to [-tau, tau], where tau is the p(t)-th quantile of its absolute
 values but never below 1, and p(t) rises linearly from p_T at t = T to 1.0 at t = 0 (Eq. 20).
+
+The noise has unit variance, so "never below 1" means one std there. x_0 and x_t are in data units,
+where a band's std can be far below 1 (a stage-2 residual's is 0.005-0.04), and a floor of 1 would
+never let PDT act: given ``band_scale`` (each band's std), they are clamped in units of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -62,12 +66,17 @@ class ProgressiveTruncation:
     p_T: Optional[float]
     num_timesteps: int
     scope: str = "sample"
+    band_scale: Optional[Tuple[float, ...]] = None  # each band's std: clamp in those units
 
     def active_for(self, target: str) -> bool:
         return self.p_T is not None and self.target == target
 
     def __call__(self, values: torch.Tensor, t: int) -> torch.Tensor:
-        return percentile_clamp(values, pdt_percentile(t, self.num_timesteps, self.p_T), self.scope)
+        q = pdt_percentile(t, self.num_timesteps, self.p_T)
+        if self.band_scale is None:
+            return percentile_clamp(values, q, self.scope)
+        scale = torch.tensor(self.band_scale, dtype=values.dtype, device=values.device).view(1, -1, 1, 1)
+        return percentile_clamp(values / scale, q, self.scope) * scale
 
 
 NO_TRUNCATION = ProgressiveTruncation("none", None, 1)

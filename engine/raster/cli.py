@@ -15,7 +15,7 @@ import sys
 
 from engine.diffusion import sampler_catalog
 from engine.radiometry import Radiometry
-from engine.settings import DEFAULT_OVERLAP, PDT_OFF, PRECISIONS, Callbacks, InferenceSettings
+from engine.settings import DEFAULT_OVERLAP, OUTPUT_TYPES, PDT_OFF, PRECISIONS, Callbacks, InferenceSettings
 
 
 def add_infer_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,9 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=sampler_catalog.names(),
                    help=f"{sampler_catalog.help_text()} (default: the bundle's)")
     p.add_argument("--steps", type=int, help="sampler steps per stage (default: the bundle's)")
-    p.add_argument("--guidance", type=float, help="ICMG guidance weight (0 turns guidance off)")
+    p.add_argument("--guidance", type=float, help="ICMG guidance weight (0 turns guidance off): stage 2, and stage 1 "
+                   "unless --guidance-stage1 or the model sets its own")
+    p.add_argument("--guidance-stage1", type=float, help="ICMG guidance weight of stage 1 (the paper's best: 0)")
     p.add_argument("--pdt", type=float, nargs=2, metavar=("P1", "P2"), help="PDT p_T of stages 1 and 2")
     p.add_argument("--no-pdt", action="store_true", help="turn progressive dynamic truncation off")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0); the same seed gives the same output")
@@ -61,6 +63,16 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                    help="make every output spectrum integrate to the input RGB exactly: a camera response CSV "
                         "(wavelength in nm, red, green, blue), or 'estimate' to fit the response from the image "
                         "(default off)")
+    p.add_argument("--band-set", default="model", metavar="BANDS",
+                   help="the output's bands: model (default: the model's grid), sentinel2, landsat8-9, or a response "
+                        "CSV (wavelength_nm, then one column per band): each band simulated from the spectrum "
+                        "through its spectral response")
+    p.add_argument("--output-type", choices=OUTPUT_TYPES, default=OUTPUT_TYPES[0],
+                   help="how values are stored: float32 (default), float16 (half the size, 3 digits), uint16 / int16 "
+                        "(scaled integers; GDAL and QGIS read the physical values through the band scale and offset)")
+    p.add_argument("--no-overviews", dest="overviews", action="store_false",
+                   help="do not build internal overviews (built for outputs over 2048 px a side: they make them "
+                        "display fast)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

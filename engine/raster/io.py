@@ -8,10 +8,12 @@ sidecar mask, an alpha band: ``read_masks``) and non-finite values (NaN, inf).
 Output files are written by an output format (``engine.raster.formats``); this module gives them
 the nodata value, the partial files that make their writing atomic, and the block assembly.
 
-Nodata of the output: the input's nodata value when float32 represents it exactly (it is then
-converted), NaN when the input has a nodata value float32 cannot hold, or has none but can still
-mark pixels invalid (an alpha band, a mask, a floating-point type that may hold NaN); no nodata
-at all when every input pixel is necessarily valid (an integer raster without nodata or mask).
+Nodata of the output: the input's nodata value when it is negative and float32 represents it exactly
+(it is then converted); NaN when the input's nodata is zero or positive (0 of 8-bit orthophotos: a
+model's spectra are non-negative and do reach 0 and other ordinary values, which would then read as
+nodata), when float32 cannot hold it, or when the input has none but can still mark pixels invalid
+(an alpha band, a mask, a floating-point type that may hold NaN); no nodata at all when every input
+pixel is necessarily valid (an integer raster without nodata or mask).
 
 ``BlockWriter`` assembles finished pixels into whole output blocks and writes each block once, so
 compressed blocks are never rewritten; blocks that wait long (the block row straddling the
@@ -323,7 +325,7 @@ def output_nodata(info: InputInfo) -> Optional[float]:
         value = float(info.nodata)
         if math.isnan(value):
             return float("nan")
-        if math.isfinite(value) and abs(value) <= float(np.finfo(np.float32).max) \
+        if math.isfinite(value) and value < 0 and abs(value) <= float(np.finfo(np.float32).max) \
                 and float(np.float32(value)) == value:
             return value
         return float("nan")

@@ -58,6 +58,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import rasterio
 
+from engine.band_sets import BandSet, resolve_band_set
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
 from engine.radiometry import Radiometry, resolve as resolve_radiometry
@@ -65,6 +66,7 @@ from engine.raster import io as rio
 from engine.raster.blending import TileBlender
 from engine.raster.formats import OutputSpec, format_for
 from engine.raster.formats.atomic import AtomicOutputs, check_free_space, space_need
+from engine.raster.formats.encoding import OutputEncoding, bright_level, output_encoding
 from engine.raster.plan import ChannelLayout, InferencePlan, ModelFacts, Tiling, make_plan
 from engine.raster.reassembly import Reassembly
 from engine.raster.spectral_metadata import channel_mismatch, read_wavelengths
@@ -170,7 +172,8 @@ def prepare(settings: InferenceSettings, cascade=None) -> PreparedRun:
     check_precision(settings.precision, device)
     cascade = _load_model(settings.model, cascade, device)
     _check_channels(settings, cascade.config.input_wavelengths_nm)
-    plan = make_plan(info, ModelFacts.of(cascade.config), settings, device)
+    band_set = resolve_band_set(settings.band_set, cascade.config.wavelengths_nm)
+    plan = make_plan(info, ModelFacts.of(cascade.config), settings, device, band_set)
     runner_class(settings.runner)
     return PreparedRun(settings, info, radiometry, device, cascade, plan)
 
@@ -322,7 +325,8 @@ def _tags(job: PreparedRun, stats) -> dict:
         "SCDM_MODEL": job.cascade.config.name,
         "SCDM_SAMPLER": sampler.name,
         "SCDM_STEPS": sampler.steps,
-        "SCDM_GUIDANCE": sampler.guidance,
+        "SCDM_GUIDANCE": sampler.guidance if sampler.guidance_stage1 is None  # else "stage 1,stage 2", as PDT
+        else f"{sampler.guidance_for_stage(1)},{sampler.guidance}",
         "SCDM_PDT": f"{sampler.pdt_stage1},{sampler.pdt_stage2}",
         "SCDM_TRUNCATION": f"{sampler.truncation_target}/{sampler.truncation_scope}",
         "SCDM_SEED": job.plan.seed,
@@ -343,12 +347,20 @@ def _consistency_tag(response) -> str:
     return f"spectra integrate to the input RGB through the {response.source} response: {rows}"
 
 
+def cell_fill(nodata: Optional[float], encoding: OutputEncoding) -> Optional[float]:
+    """What invalid pixels hold on their way to the writer: the output's nodata, or NaN for an integer
+    encoding (which stores NaN as its own nodata code)."""
+    return float("nan") if encoding.is_integer and nodata is not None else nodata
+
+
 class CellWriter:
     """Finished cells of the extended grid -> the raster's pixels in output form -> the BlockWriter:
-    the mirrored margin is cut off, variance becomes standard deviation, invalid pixels nodata."""
+    the mirrored margin is cut off, variance becomes standard deviation, a sensor's bands are added,
+    invalid pixels nodata."""
 
-    def __init__(self, tiling: Tiling, layout: ChannelLayout, nodata: Optional[float], writer: rio.BlockWriter):
-        self.tiling, self.layout, self.writer = tiling, layout, writer
+    def __init__(self, tiling: Tiling, layout: ChannelLayout, nodata: Optional[float], writer: rio.BlockWriter,
+                 band_set: Optional[BandSet] = None):
+        self.tiling, self.layout, self.writer, self.band_set = tiling, layout, writer, band_set
         self.fill_nodata = np.float32(nodata if nodata is not None else np.nan)
 
     def __call__(self, row_off: int, col_off: int, values: Optional[np.ndarray], valid: np.ndarray) -> None:
@@ -358,12 +370,14 @@ class CellWriter:
         rows, cols, row, col = part
         valid = valid[rows, cols]
         if values is None:
-            values = np.full((self.layout.total,) + valid.shape, self.fill_nodata, dtype=np.float32)
+            values = np.full((self.layout.written,) + valid.shape, self.fill_nodata, dtype=np.float32)
         else:
             values = np.ascontiguousarray(values[:, rows, cols])
             if self.layout.uncertainty is not None:
                 variance = values[self.layout.uncertainty]
                 np.sqrt(np.maximum(variance, 0.0), out=variance)
+            if self.band_set is not None:
+                values = np.concatenate([values, self.band_set.apply(values[self.layout.full])])
             if not valid.all():
                 values[:, ~valid] = self.fill_nodata
         self.writer.put(row, col, values)
@@ -402,12 +416,14 @@ class _Run:
         self.callbacks.tell(0.0, "reading image statistics")
         sample_rgb, sample_valid, self.valid_fraction = _statistics_sample(self.reader)
         self.statistics = job.cascade.image_statistics(sample_rgb, sample_valid)
+        self.encoding = output_encoding(job.settings.output_type, bright_level(sample_rgb, sample_valid))
         self.fill = _fill_value(sample_rgb, sample_valid)
         self.consistency = _camera_response(job, sample_rgb, sample_valid, self.callbacks)
         self._log_start()
         self._create_outputs()
         self.blender = TileBlender(plan.tiling.grid, plan.layout.total,
-                                   CellWriter(plan.tiling, plan.layout, plan.nodata, self.writer))
+                                   CellWriter(plan.tiling, plan.layout, cell_fill(plan.nodata, self.encoding),
+                                              self.writer, plan.band_set))
         source = InputSource(job.info, job.radiometry, tuple(float(v) for v in self.fill))
         context = RunnerContext(job.cascade, plan, self.statistics, job.device, self.callbacks, job.settings, source)
         self.runner = runner_class(job.settings.runner)(context)
@@ -420,6 +436,11 @@ class _Run:
                            f"(see radiometry), {len(tiling.grid)} tiles of {tile_h} x {tile_w} "
                            f"(network {net_h} x {net_w}), device {job.device}, batch {self.plan.batch}, "
                            f"{_describe_statistics(job.cascade.config.normalisation, self.statistics)}")
+        band_set = self.plan.band_set
+        if band_set is not None:
+            self.callbacks.say(f"output bands: {band_set.name} {', '.join(band_set.band_names)}"
+                               + (f" ({', '.join(band_set.left_out)} lie beyond the model's bands and are left out)"
+                                  if band_set.left_out else ""))
         if not job.info.georeference.present:
             self.callbacks.say("the input has no georeference (no CRS, geotransform or ground control points): "
                                "the output has none either and lines up with the input pixel for pixel")
@@ -431,7 +452,9 @@ class _Run:
         specs = [OutputSpec(width=info.width, height=info.height, band_count=output.band_count,
                             nodata=self.plan.nodata, georeference=info.georeference,
                             wavelengths_nm=output.wavelengths_nm, fwhm_nm=output.fwhm_nm,
-                            tags=dict(tags, SCDM_PRODUCT=output.product)) for output in self.plan.outputs]
+                            tags=dict(tags, SCDM_PRODUCT=output.product), band_names=output.band_names,
+                            encoding=self.encoding, overviews=self.job.settings.overviews)
+                 for output in self.plan.outputs]
         formats = [format_for(output.destination, output.parameter) for output in self.plan.outputs]
         check_free_space([space_need(output_format, output.destination, spec, self.valid_fraction, output.parameter)
                           for output_format, output, spec in zip(formats, self.plan.outputs, specs)])
@@ -439,7 +462,7 @@ class _Run:
         for output_format, output, spec in zip(formats, self.plan.outputs, specs):
             sink = self.outputs.create(output_format, output.destination, spec, output.parameter)
             targets.append(rio.OutputTarget(sink, output.channels))
-        self.writer = rio.BlockWriter(targets, info.height, info.width, self.plan.layout.total,
+        self.writer = rio.BlockWriter(targets, info.height, info.width, self.plan.layout.written,
                                       memory_bytes=self.job.settings.writer_memory_bytes,
                                       scratch_dir=str(self.plan.outputs[0].destination.parent))
 
@@ -506,6 +529,10 @@ class _Run:
                               "cells left unfinished")
         self.reader.close()
         self.reader = None
+        clipped = sum(target.sink.clipped for target in self.writer.targets)
+        if clipped:
+            self.callbacks.say(f"{clipped} values lay beyond what {self.encoding.dtype} stores and were clipped: "
+                               "choose float32 to keep them")
         self.callbacks.tell(1.0, "writing")
         self.outputs.commit()
 
@@ -516,7 +543,7 @@ class _Run:
         return InferenceReport(
             input_path=str(info.path), output_path=destinations["output"],
             stage1_output=destinations.get("stage1_output"), uncertainty_output=destinations.get("uncertainty_output"),
-            width=info.width, height=info.height, bands=plan.layout.full.stop, tiles=tiles,
+            width=info.width, height=info.height, bands=plan.outputs[0].band_count, tiles=tiles,
             tiles_run=tiles - self.tiles_skipped, tiles_skipped=self.tiles_skipped, tile=plan.tiling.tile,
             overlap=plan.tiling.overlap, batch=self.runner.batch, device=job.device,
             sampler=dataclasses.asdict(plan.sampler), seed=plan.seed, samples=plan.samples,

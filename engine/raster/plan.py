@@ -12,7 +12,9 @@ Tiling
 Channels
     A tile's result carries the full bands (the mean over samples), then the stage-1 bands if asked,
     then the per-band variance between samples if an uncertainty output is asked (written as its
-    square root, the standard deviation): ``ChannelLayout``. Each output file takes one slice.
+    square root, the standard deviation): ``ChannelLayout``. When the output's band set is a sensor's
+    (``engine.band_sets``), its bands are computed from the full bands as the pixels are written and
+    follow the rest (``ChannelLayout.sensor``). Each output file takes one slice.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+from engine.band_sets import MODEL_GRID, BandSet
 from engine.config import BundleConfig, SamplerConfig, override_sampler
 from engine.errors import InputError
 from engine.raster.io import InputInfo, output_nodata
@@ -100,10 +103,17 @@ class ChannelLayout:
     full: slice
     stage1: Optional[slice]
     uncertainty: Optional[slice]
+    sensor: Optional[slice] = None  # added when pixels are written, after the tile result's channels
 
     @property
     def total(self) -> int:
+        """Channels of a tile result."""
         return max(s.stop for s in (self.full, self.stage1, self.uncertainty) if s is not None)
+
+    @property
+    def written(self) -> int:
+        """Channels of the pixels handed to the writer (the sensor bands included)."""
+        return self.sensor.stop if self.sensor is not None else self.total
 
     @property
     def means(self) -> slice:
@@ -121,6 +131,7 @@ class OutputPlan:
     wavelengths_nm: Tuple[float, ...]
     fwhm_nm: Optional[Tuple[float, ...]]
     product: str  # the SCDM_PRODUCT tag
+    band_names: Optional[Tuple[str, ...]] = None  # a sensor's band names; None: "Band N"
 
     @property
     def band_count(self) -> int:
@@ -138,6 +149,7 @@ class InferencePlan:
     seed: int
     batch: int
     nodata: Optional[float]
+    band_set: Optional[BandSet] = None  # the output's sensor bands (None: the model's grid)
 
     @property
     def tiles_in_flight(self) -> int:
@@ -146,28 +158,35 @@ class InferencePlan:
         return 2 * self.batch
 
 
-def make_plan(info: InputInfo, model: ModelFacts, settings: InferenceSettings, device: str) -> InferencePlan:
+def make_plan(info: InputInfo, model: ModelFacts, settings: InferenceSettings, device: str,
+              band_set: Optional[BandSet] = None) -> InferencePlan:
     """The plan for running ``model`` on ``info`` with ``settings`` on ``device`` (a resolved device:
-    "cpu", "cuda", "cuda:N"). Raises ``InputError`` for a model or settings that do not fit."""
-    _check_model(info, model, settings)
-    layout = channel_layout(model.band_count, len(model.stage1_indices), settings)
+    "cpu", "cuda", "cuda:N"), its output holding ``band_set``'s bands (None: the model's, and
+    ``settings.band_set`` must say so). Raises ``InputError`` for a model or settings that do not fit."""
+    _check_model(info, model, settings, band_set)
+    layout = channel_layout(model.band_count, len(model.stage1_indices), settings, band_set)
     return InferencePlan(
         tiling=plan_tiling(info, model, settings), layout=layout, stage1_bands=model.stage1_indices,
-        outputs=plan_outputs(model, settings, layout), sampler=sampler_settings(model.sampler, settings),
+        outputs=plan_outputs(model, settings, layout, band_set), sampler=sampler_settings(model.sampler, settings),
         samples=settings.samples, seed=settings.seed,
         batch=settings.batch if settings.batch is not None else (CUDA_BATCH if device.startswith("cuda") else 1),
-        nodata=output_nodata(info),
+        nodata=output_nodata(info), band_set=band_set,
     )
 
 
-def _check_model(info: InputInfo, model: ModelFacts, settings: InferenceSettings) -> None:
+def _check_model(info: InputInfo, model: ModelFacts, settings: InferenceSettings, band_set: Optional[BandSet]) -> None:
+    if (band_set is None) != (settings.band_set == MODEL_GRID):
+        raise ValueError(f"band set {settings.band_set!r} asked but {band_set!r} given")  # a caller's mistake
+    if band_set is not None and len(band_set.matrix[0]) != model.band_count:
+        raise ValueError(f"band set made for {len(band_set.matrix[0])} bands, model has {model.band_count}")
     if model.input_bands != len(info.bands):
         raise InputError(f"model '{model.name}' takes {model.input_bands} input bands but {len(info.bands)} were "
                          f"chosen ({','.join(map(str, info.bands))}): use a model made for RGB input or choose "
                          f"{model.input_bands} bands", parameter="model")
     expected = settings.expected_band_count
-    if expected is not None and expected != model.band_count:
-        raise InputError(f"model '{model.name}' produces {model.band_count} bands but {expected} were expected: "
+    produced = model.band_count if band_set is None else len(band_set.band_names)
+    if expected is not None and expected != produced:
+        raise InputError(f"model '{model.name}' produces {produced} bands but {expected} were expected: "
                          "choose a model with that band count or drop the expectation", parameter="model")
 
 
@@ -175,6 +194,7 @@ def sampler_settings(model_sampler: SamplerConfig, settings: InferenceSettings) 
     """The model's sampler with the caller's overrides; tiles need the per-pixel truncation scope.
     ``override_sampler`` raises ``InputError`` naming the refused setting (sampler, steps or pdt)."""
     return override_sampler(model_sampler, settings.sampler, settings.steps, settings.guidance, settings.pdt,
+                            guidance_stage1=settings.guidance_stage1,
                             truncation_scope="pixel")
 
 
@@ -205,18 +225,26 @@ def plan_tiling(info: InputInfo, model: ModelFacts, settings: InferenceSettings)
                   overlap=overlap, network_size=_network_size(tile_size, model.size_multiple))
 
 
-def channel_layout(full_bands: int, stage1_bands: int, settings: InferenceSettings) -> ChannelLayout:
+def channel_layout(full_bands: int, stage1_bands: int, settings: InferenceSettings,
+                   band_set: Optional[BandSet] = None) -> ChannelLayout:
     full = slice(0, full_bands)
     stage1 = slice(full_bands, full_bands + stage1_bands) if settings.stage1_output is not None else None
     end = stage1.stop if stage1 is not None else full.stop
     uncertainty = slice(end, end + full_bands) if settings.uncertainty_output is not None else None
-    return ChannelLayout(full, stage1, uncertainty)
+    end = uncertainty.stop if uncertainty is not None else end
+    sensor = slice(end, end + len(band_set.band_names)) if band_set is not None else None
+    return ChannelLayout(full, stage1, uncertainty, sensor)
 
 
-def plan_outputs(model: ModelFacts, settings: InferenceSettings, layout: ChannelLayout) -> Tuple[OutputPlan, ...]:
+def plan_outputs(model: ModelFacts, settings: InferenceSettings, layout: ChannelLayout,
+                 band_set: Optional[BandSet] = None) -> Tuple[OutputPlan, ...]:
     wavelengths, fwhm, samples = model.wavelengths_nm, model.fwhm_nm, settings.samples
-    outputs = [OutputPlan("output", Path(settings.output).expanduser(), layout.full, wavelengths, fwhm,
-                          "mean of samples" if samples > 1 else "sample")]
+    product = "mean of samples" if samples > 1 else "sample"
+    if band_set is None:
+        outputs = [OutputPlan("output", Path(settings.output).expanduser(), layout.full, wavelengths, fwhm, product)]
+    else:
+        outputs = [OutputPlan("output", Path(settings.output).expanduser(), layout.sensor, band_set.wavelengths_nm,
+                              band_set.fwhm_nm, f"{product}, {band_set.name} bands", band_set.band_names)]
     if layout.stage1 is not None:
         picked = model.stage1_indices
         outputs.append(OutputPlan("stage1_output", Path(settings.stage1_output).expanduser(), layout.stage1,

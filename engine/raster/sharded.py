@@ -50,7 +50,8 @@ from engine.raster.blending import TileBlender
 from engine.raster.formats.atomic import AtomicOutputs, remove_quietly
 from engine.raster.formats.base import OutputSpec
 from engine.raster.formats.geotiff import GeoTIFF
-from engine.raster.pipeline import (CellWriter, InferenceReport, PreparedRun, _fill_value, _statistics_sample,
+from engine.raster.formats.encoding import bright_level, output_encoding
+from engine.raster.pipeline import (CellWriter, cell_fill, InferenceReport, PreparedRun, _fill_value, _statistics_sample,
                                     _tags, read_tile)
 from engine.raster.plan import Tiling
 from engine.raster.reassembly import Reassembly
@@ -259,7 +260,7 @@ def _strip_writer(task: StripTask, strip: Strip, outputs: AtomicOutputs) -> rio.
         sink = outputs.create(GeoTIFF(), Path(output.folder) / strip.file_name, spec)
         targets.append(rio.OutputTarget(sink, output.channels))
     plan = task.worker.plan
-    return rio.BlockWriter(targets, strip.height, plan.tiling.width, plan.layout.total,
+    return rio.BlockWriter(targets, strip.height, plan.tiling.width, plan.layout.written,
                            memory_bytes=task.worker.settings.writer_memory_bytes, scratch_dir=task.outputs[0].folder)
 
 
@@ -276,8 +277,9 @@ class _StripTiles:
         self.fill = task.worker.source.fill
         grid = plan.tiling.grid
         rows = TileGrid(grid.height, grid.width, grid.row_spans[strip.first_row:strip.last_row + 1], grid.col_spans)
+        fill = cell_fill(plan.nodata, task.outputs[0].spec.encoding)
         self.blender = TileBlender(rows, plan.layout.total,
-                                   CellWriter(plan.tiling, plan.layout, plan.nodata, _StripRows(writer, strip)))
+                                   CellWriter(plan.tiling, plan.layout, fill, _StripRows(writer, strip), plan.band_set))
         self.runner = InProcessRunner(context)
         self.reassembly = Reassembly(self.runner, self._deliver, plan.tiles_in_flight)
         self.skipped = 0
@@ -333,7 +335,10 @@ def _vrt_xml(spec: OutputSpec, strips: Sequence[Strip], folder_name: str) -> str
                 f'<SourceBand>{band}</SourceBand><SrcRect xOff="0" yOff="0" {size}/>'
                 f'<DstRect xOff="0" yOff="{strip.row_start}" {size}/></SimpleSource>')
 
-    bands = "".join(f'<VRTRasterBand dataType="Float32" band="{band}">'
+    encoding = spec.encoding  # float16 strips read as Float32 (GDAL before 3.11 has no Float16 type)
+    data_type = {"uint16": "UInt16", "int16": "Int16"}.get(encoding.dtype, "Float32")
+    scaling = f"<Offset>{encoding.offset!r}</Offset><Scale>{encoding.scale!r}</Scale>" if encoding.is_integer else ""
+    bands = "".join(f'<VRTRasterBand dataType="{data_type}" band="{band}">{scaling}'
                     + "".join(source(band, strip) for strip in strips) + "</VRTRasterBand>"
                     for band in range(1, spec.band_count + 1))
     return f'<VRTDataset rasterXSize="{spec.width}" rasterYSize="{spec.height}">{bands}</VRTDataset>\n'
@@ -354,8 +359,8 @@ def write_vrt(path: Path, spec: OutputSpec, strips: Sequence[Strip], folder_name
             if georeference.crs is not None:
                 dataset.crs = georeference.crs
         if spec.nodata is not None:
-            dataset.nodata = spec.nodata
-        write_spectral_metadata(dataset, spec.wavelengths_nm, spec.fwhm_nm, dict(spec.tags))
+            dataset.nodata = spec.encoding.nodata(spec.nodata)
+        write_spectral_metadata(dataset, spec.wavelengths_nm, spec.fwhm_nm, dict(spec.tags), spec.band_names)
 
 
 def _commit_folder(partial: Path, final: Path) -> None:
@@ -411,6 +416,7 @@ class ShardedRun:
         self.callbacks.tell(0.0, "reading image statistics")
         sample_rgb, sample_valid = _statistics_sample(self.reader)[:2]  # as the pipeline's _Run takes them
         self.statistics = job.cascade.image_statistics(sample_rgb, sample_valid)
+        self.encoding = output_encoding(job.settings.output_type, bright_level(sample_rgb, sample_valid))
         self.source = InputSource(job.info, job.radiometry,
                                   tuple(float(v) for v in _fill_value(sample_rgb, sample_valid)))
 
@@ -419,7 +425,8 @@ class ShardedRun:
         return {output.parameter: OutputSpec(
             width=info.width, height=info.height, band_count=output.band_count, nodata=self.plan.nodata,
             georeference=info.georeference, wavelengths_nm=output.wavelengths_nm, fwhm_nm=output.fwhm_nm,
-            tags=dict(tags, SCDM_PRODUCT=output.product)) for output in self.plan.outputs}
+            tags=dict(tags, SCDM_PRODUCT=output.product), band_names=output.band_names, encoding=self.encoding,
+            overviews=self.job.settings.overviews) for output in self.plan.outputs}
 
     def _create_folders(self, client) -> Tuple[StripOutput, ...]:
         specs, outputs = self._specs(), []
@@ -500,7 +507,7 @@ class ShardedRun:
         return InferenceReport(
             input_path=str(info.path), output_path=destinations["output"],
             stage1_output=destinations.get("stage1_output"), uncertainty_output=destinations.get("uncertainty_output"),
-            width=info.width, height=info.height, bands=plan.layout.full.stop, tiles=len(plan.tiling.grid),
+            width=info.width, height=info.height, bands=plan.outputs[0].band_count, tiles=len(plan.tiling.grid),
             tiles_run=sum(o.tiles_run for o in self.outcomes), tiles_skipped=sum(o.tiles_skipped for o in self.outcomes),
             tile=plan.tiling.tile, overlap=plan.tiling.overlap, batch=plan.batch, device=job.device,
             sampler=dataclasses.asdict(plan.sampler), seed=plan.seed, samples=plan.samples,

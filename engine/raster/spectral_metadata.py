@@ -4,7 +4,7 @@ Written (the conventions GDAL, QGIS, ENVI and the EnMAP-Box read):
 
 - per band, default domain: ``wavelength`` (nm), ``wavelength_units=Nanometers``, ``fwhm`` (nm);
 - per band, ``IMAGERY`` domain (GDAL's RFC 100 convention): ``CENTRAL_WAVELENGTH_UM``, ``FWHM_UM``;
-- per band description ``Band 12 (550.0 nm)``;
+- per band description ``Band 12 (550.0 nm)``, or a sensor band's name: ``B4 Red (664.6 nm)``;
 - dataset ``ENVI`` domain: ``wavelength``, ``fwhm`` as ``{v1, v2, ...}`` and ``wavelength_units``.
 
 Read: any of these, and the same written by other tools (other units, descriptions such as
@@ -49,7 +49,7 @@ def format_um(value_nm: float) -> str:
     return f"{value_nm / 1000.0:.7f}".rstrip("0").rstrip(".")
 
 
-def _write_band(dst, band: int, wavelength_nm: float, fwhm_nm: Optional[float]) -> None:
+def _write_band(dst, band: int, wavelength_nm: float, fwhm_nm: Optional[float], name: Optional[str]) -> None:
     band_tags = {"wavelength": format_nm(wavelength_nm), "wavelength_units": "Nanometers"}
     imagery = {"CENTRAL_WAVELENGTH_UM": format_um(wavelength_nm)}
     if fwhm_nm is not None:
@@ -57,19 +57,22 @@ def _write_band(dst, band: int, wavelength_nm: float, fwhm_nm: Optional[float]) 
         imagery["FWHM_UM"] = format_um(fwhm_nm)
     dst.update_tags(band, **band_tags)
     dst.update_tags(band, ns="IMAGERY", **imagery)
-    dst.set_band_description(band, f"Band {band} ({wavelength_nm:.1f} nm)")
+    dst.set_band_description(band, f"{name or f'Band {band}'} ({wavelength_nm:.1f} nm)")
 
 
 def write_spectral_metadata(dst, wavelengths_nm: Sequence[float], fwhm_nm: Optional[Sequence[float]],
-                            tags: Optional[dict] = None) -> None:
-    """Write per-band and dataset-level spectral metadata (see the module docstring) and ``tags``."""
+                            tags: Optional[dict] = None, band_names: Optional[Sequence[str]] = None) -> None:
+    """Write per-band and dataset-level spectral metadata (see the module docstring) and ``tags``;
+    ``band_names`` (a sensor's) go into the band descriptions and the ENVI ``band names``."""
     wavelengths = [float(w) for w in wavelengths_nm]
     if len(wavelengths) != dst.count:
         raise ValueError(f"{len(wavelengths)} wavelengths for {dst.count} bands")
     fwhms = [float(f) for f in fwhm_nm] if fwhm_nm is not None else None
     for b, wl in enumerate(wavelengths, start=1):
-        _write_band(dst, b, wl, fwhms[b - 1] if fwhms is not None else None)
+        _write_band(dst, b, wl, fwhms[b - 1] if fwhms is not None else None, band_names[b - 1] if band_names else None)
     envi = {"wavelength": envi_list(wavelengths), "wavelength_units": "Nanometers", "bands": str(len(wavelengths))}
+    if band_names:
+        envi["band_names"] = "{" + ", ".join(band_names) + "}"
     if fwhms is not None:
         envi["fwhm"] = envi_list(fwhms)
     dst.update_tags(ns="ENVI", **envi)

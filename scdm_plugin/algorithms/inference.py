@@ -80,6 +80,8 @@ SETTING_PARAMETERS = {
     "radiometry": "RADIOMETRY",
     "consistency": "CONSISTENCY and CAMERA_RESPONSE",
     "cluster": "CLUSTER",
+    "band_set": "OUTPUT_BANDS and OUTPUT_RESPONSE",
+    "output_type": "OUTPUT_TYPE",
 }
 
 
@@ -176,7 +178,8 @@ def add_model_parameters(alg) -> None:
         "The same seed, model and settings (tile size and overlap included) give the same result; another seed "
         "gives another result, by how much depends on the model and the sampler. Models whose networks see only "
         "a fixed window around each pixel give the same result whatever the tile size and overlap; for other "
-        "models the result changes a little with the tiling."))
+        "models the result changes a little with the tiling. With per-pixel models (the default one) pixels of "
+        "the same colour get the same spectrum, so a uniform area stays uniform."))
     alg.addParameter(_advanced(
         QgsProcessingParameterNumber("TILE_SIZE", "Tile size (pixels, empty: the model's default)",
                                      QgsProcessingParameterNumber.Type.Integer, optional=True, **limits("tile")),

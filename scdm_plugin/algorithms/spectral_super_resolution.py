@@ -6,6 +6,9 @@ import importlib.util
 
 from qgis.core import (
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterNumber,
@@ -26,8 +29,9 @@ spectrum is worth more than none.</p>
 <p><b>Input</b>: any raster GDAL reads; <i>Red band</i>, <i>Green band</i> and <i>Blue band</i> choose its \
 bands (1, 2 and 3 unless set), <i>Input values</i> says how its values relate to light. Nodata pixels stay \
 nodata.</p>
-<p><b>Output</b>: a float32 GeoTIFF with the input's CRS, extent and pixel size and one band per \
-wavelength of the model (the log names the model). Each band carries its centre wavelength and width in \
+<p><b>Output</b>: a GeoTIFF (float32 unless <i>Output data type</i> says otherwise, with overviews) with the input's CRS, extent and pixel size and one band per \
+wavelength of the model (the log names the model), or with <i>Output bands</i> the bands of Sentinel-2, \
+Landsat 8/9 or a response file of your own. Each band carries its centre wavelength and width in \
 nanometres (GDAL metadata <i>wavelength</i>, <i>wavelength_units</i>, <i>fwhm</i>, as the EnMAP-Box writes \
 them). The layer opens as a near-infrared false-colour picture (the bands nearest 860, 650 and 550 nm as red, \
 green and blue: vegetation red, water dark; natural colour for a model without near infrared), and a style \
@@ -50,6 +54,19 @@ OPTIONAL_OUTPUTS = {
 }
 # What follows the input layer's name in each output layer's name ("rgbn hyperspectral").
 LAYER_NAME_SUFFIXES = {"OUTPUT": "hyperspectral", "STAGE1_OUTPUT": "stage 1", "UNCERTAINTY_OUTPUT": "uncertainty"}
+# OUTPUT_BANDS options: the engine's band-set names (``engine.band_sets``) and a custom response file.
+OUTPUT_BAND_CHOICES = ("model", *bridge.engine_band_sets.SENSORS, "response file")
+OUTPUT_BANDS_HELP = (
+    "model: every band of the model (one per wavelength, e.g. 48 from 374 to 1046 nm). sentinel2 / landsat8-9: "
+    "the bands of that satellite that lie within the model's range, each worked out from the model's spectrum "
+    "through the band's published spectral response (Sentinel-2 B1-B9, Landsat 8/9 OLI B2-B5; the SWIR bands lie "
+    "beyond the model's range), named like the sensor's bands (B4 Red) so that indices such as NDVI take the "
+    "usual band numbers' places. response file: the bands of the CSV given below. No effect on time.")
+OUTPUT_TYPE_HELP = (
+    "How the values are stored. float32: full precision (4 bytes a value). float16: half the size, about 3 "
+    "significant digits, enough to look at and for indices. uint16 / int16: half the size as whole numbers with a "
+    "scale written in the file (as satellite reflectance products do); QGIS and GDAL show the real values. Values "
+    "above eight times the brightest input are clipped (the log says how many).")
 CLUSTER_HELP = ("Run the tiles on a Dask cluster instead of in QGIS's process. Empty: here. local:N starts N worker "
                 "processes on this computer (one per GPU on a computer with several GPUs); tcp://HOST:8786 uses a "
                 "running Dask scheduler whose workers can import the plugin's engine. The result is the same as "
@@ -81,6 +98,19 @@ class SpectralSuperResolution(ScdmAlgorithm):
         cluster.setFlags(cluster.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         cluster.setHelp(CLUSTER_HELP)
         self.addParameter(cluster)
+        bands = QgsProcessingParameterEnum("OUTPUT_BANDS", "Output bands", options=list(OUTPUT_BAND_CHOICES),
+                                           defaultValue=OUTPUT_BAND_CHOICES[0])
+        bands.setUsesStaticStrings(True)
+        bands.setHelp(OUTPUT_BANDS_HELP)
+        self.addParameter(bands)
+        response = QgsProcessingParameterFile("OUTPUT_RESPONSE", "Band responses (CSV: wavelength_nm, one column "
+                                              "per band)", extension="csv", optional=True)
+        response.setFlags(response.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        response.setHelp("The spectral responses of the bands to output when 'Output bands' is 'response file': "
+                         "a header line naming the wavelength column (nm) and each band, then one row per "
+                         "wavelength (resources/srf/ in the plugin folder has examples).")
+        self.addParameter(response)
+        self._add_storage_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Hyperspectral output"))
         for name, (_, label) in OPTIONAL_OUTPUTS.items():
             parameter = QgsProcessingParameterRasterDestination(name, label, optional=True, createByDefault=False)
@@ -96,6 +126,9 @@ class SpectralSuperResolution(ScdmAlgorithm):
                       input=raster_path(self, parameters, "INPUT", context), output=output,
                       samples=self.parameterAsInt(parameters, "SAMPLES", context),
                       cluster=_cluster(self.parameterAsString(parameters, "CLUSTER", context)),
+                      band_set=self._band_set(parameters, context),
+                      output_type=self.parameterAsEnumString(parameters, "OUTPUT_TYPE", context) or "float32",
+                      overviews=self.parameterAsBoolean(parameters, "OVERVIEWS", context),
                       **{OPTIONAL_OUTPUTS[name][0]: path for name, path in extra.items()})
         report = bridge.run_inference(eng, feedback, fields, SETTING_PARAMETERS)
         feedback.pushInfo(
@@ -113,6 +146,28 @@ class SpectralSuperResolution(ScdmAlgorithm):
         input_name = self.parameterAsRasterLayer(parameters, "INPUT", context).name()
         for name, path in results.items():
             name_and_show_when_loaded(context, path, f"{input_name} {LAYER_NAME_SUFFIXES[name]}", eng, feedback)
+
+    def _add_storage_parameters(self) -> None:
+        types = bridge.engine_settings.OUTPUT_TYPES
+        output_type = QgsProcessingParameterEnum("OUTPUT_TYPE", "Output data type", options=list(types),
+                                                 defaultValue=types[0])
+        output_type.setUsesStaticStrings(True)
+        output_type.setHelp(OUTPUT_TYPE_HELP)
+        overviews = QgsProcessingParameterBoolean("OVERVIEWS", "Build overviews (fast display of large outputs)",
+                                                  defaultValue=True)
+        overviews.setHelp("Stores reduced-resolution copies inside the output file, so that QGIS draws a large "
+                          "output quickly when zoomed out (only for outputs larger than 2048 pixels on a side). Costs "
+                          "about a third more file size and a little time after the last tile.")
+        for parameter in (output_type, overviews):
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(parameter)
+
+    def _band_set(self, parameters, context) -> str:
+        """The engine's band-set choice: a name, or the response file ("" when missing: the engine refuses it)."""
+        choice = self.parameterAsEnumString(parameters, "OUTPUT_BANDS", context) or OUTPUT_BAND_CHOICES[0]
+        if choice == "response file":
+            return self.parameterAsFile(parameters, "OUTPUT_RESPONSE", context) or "(no response file given)"
+        return choice
 
     def _optional_outputs(self, parameters, context) -> dict:
         """The optional outputs that were asked for: QGIS parameter name -> path."""

@@ -50,6 +50,31 @@ def test_optional_outputs_and_the_paper_sampler_settings_reach_the_engine(run_al
     assert tags["SCDM_PDT"] == "None,0.9"  # 0 switches truncation off for that stage
 
 
+def test_output_bands_of_a_sensor_or_a_response_file(run_alg, rgb_tif, tiny_bundle, tmp_path):
+    out = tmp_path / "landsat.tif"
+    _, feedback = run_alg(ALG_ID, params(rgb_tif, tiny_bundle, out, OUTPUT_BANDS="landsat8-9"))
+    assert georeference(out)[4] == 4
+    assert [band_metadata(out, b)["wavelength"][:3] for b in (1, 4)] == ["482", "864"]
+    assert "output bands: Landsat 8/9 OLI B2 Blue, B3 Green, B4 Red, B5 NIR (B6 SWIR 1, B7 SWIR 2 lie beyond" \
+        in feedback.log
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="OUTPUT_BANDS and OUTPUT_RESPONSE: unknown band set"):
+        run_alg(ALG_ID, params(rgb_tif, tiny_bundle, tmp_path / "none.tif", OUTPUT_BANDS="response file"))
+    assert not (tmp_path / "none.tif").exists()
+
+
+def test_output_data_type_and_overviews(run_alg, rgb_tif, tiny_bundle, tmp_path):
+    import rasterio
+
+    out = tmp_path / "u16.tif"
+    _, feedback = run_alg(ALG_ID, params(rgb_tif, tiny_bundle, out, OUTPUT_TYPE="uint16", OVERVIEWS=False))
+    with rasterio.open(out) as dataset:
+        assert dataset.dtypes[0] == "uint16" and dataset.scales[0] > 0 and dataset.overviews(1) == []
+    # The tiny model's random weights give values far beyond the input's range: the log says so.
+    assert "values lay beyond what uint16 stores and were clipped: choose float32" in feedback.log
+
+
 def test_parameters_become_the_engine_call(scdm_plugin, rgb_tif, tmp_path):
     """SAMPLER 3 is the paper's DDPM; unset optional numbers (TILE_SIZE among them) and the default
     SAMPLER stay None (the bundle's defaults). Checked on the arguments, because DDPM's 1000 steps take minutes even with

@@ -15,7 +15,8 @@ import pytest
 from scdm_testing import ALG_ID, EVAL_ID, REPO_ROOT
 
 ADVANCED = {"CONSISTENCY", "CAMERA_RESPONSE", "STEPS", "GUIDANCE", "PDT_STAGE1", "PDT_STAGE2", "SEED", "TILE_SIZE",
-            "OVERLAP", "DEVICE", "SAMPLES", "CLUSTER", "STAGE1_OUTPUT", "UNCERTAINTY_OUTPUT"}
+            "OVERLAP", "DEVICE", "SAMPLES", "CLUSTER", "OUTPUT_RESPONSE", "OUTPUT_TYPE", "OVERVIEWS", "STAGE1_OUTPUT",
+            "UNCERTAINTY_OUTPUT"}
 
 
 def test_metadata_has_the_fields_qgis_and_the_plugin_repository_need():
@@ -50,8 +51,14 @@ def test_parameters_defaults_and_advanced_flags(scdm_plugin):
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == ["INPUT", "RED", "GREEN", "BLUE", "RADIOMETRY", "CONSISTENCY", "CAMERA_RESPONSE", "MODEL",
                      "SAMPLER", "STEPS", "GUIDANCE", "PDT_STAGE1", "PDT_STAGE2", "SEED", "TILE_SIZE", "OVERLAP",
-                     "DEVICE", "SAMPLES", "CLUSTER", "OUTPUT", "STAGE1_OUTPUT", "UNCERTAINTY_OUTPUT"]
+                     "DEVICE", "SAMPLES", "CLUSTER", "OUTPUT_BANDS", "OUTPUT_RESPONSE", "OUTPUT_TYPE", "OVERVIEWS", "OUTPUT",
+                     "STAGE1_OUTPUT",
+                     "UNCERTAINTY_OUTPUT"]
     definition = alg.parameterDefinition
+    assert definition("OUTPUT_BANDS").options() == ["model", "sentinel2", "landsat8-9", "response file"]
+    assert definition("OUTPUT_BANDS").defaultValue() == "model"
+    assert definition("OUTPUT_TYPE").options() == ["float32", "float16", "uint16", "int16"]
+    assert definition("OUTPUT_TYPE").defaultValue() == "float32" and definition("OVERVIEWS").defaultValue() is True
     assert [definition(b).defaultValue() for b in ("RED", "GREEN", "BLUE")] == [1, 2, 3]
     assert all(definition(b).parentLayerParameterName() == "INPUT" for b in ("RED", "GREEN", "BLUE"))
     assert definition("MODEL").defaultValue() in (None, ""), "empty: the bundled model, found at run time"
@@ -126,7 +133,8 @@ def test_plugin_modules_import_neither_torch_nor_the_engine():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ("LOADED ['scdm.engine', 'scdm.engine.diffusion', 'scdm.engine.diffusion.sampler_catalog', "
+    assert ("LOADED ['scdm.engine', 'scdm.engine.band_sets', 'scdm.engine.diffusion', "
+            "'scdm.engine.diffusion.sampler_catalog', "
             "'scdm.engine.errors', 'scdm.engine.radiometry', 'scdm.engine.settings']") in result.stdout, result.stdout
 
 

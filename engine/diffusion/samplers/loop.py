@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -45,10 +45,15 @@ class SamplingOptions:
 
     @classmethod
     def for_stage(cls, config: SamplerConfig, stage: int, num_timesteps: int,
-                  x0_limit: Optional[float] = None) -> "SamplingOptions":
-        """A cascade stage's options from the bundle's (or the caller's) sampler config."""
+                  x0_limit: Optional[float] = None,
+                  data_std: Union[None, float, Sequence[float]] = None) -> "SamplingOptions":
+        """A cascade stage's options from the bundle's (or the caller's) sampler config; ``data_std``
+        (the stage's per-band std) sets the units PDT clamps x_0 and x_t in."""
+        scale = None
+        if data_std is not None and config.truncation_target in ("x0", "x_t"):
+            scale = (float(data_std),) if isinstance(data_std, (int, float)) else tuple(float(v) for v in data_std)
         truncation = ProgressiveTruncation(config.truncation_target, config.pdt_for_stage(stage), num_timesteps,
-                                           config.truncation_scope)
+                                           config.truncation_scope, scale)
         return cls(config.name, config.steps, truncation, config.eta, x0_limit)
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+import numpy as np
+
 from engine.errors import InputError, OutputError
 from engine.raster.formats.base import OutputFile, OutputFormat, OutputSpec
 
@@ -144,11 +146,12 @@ class SpaceNeed:
 
 def space_need(output_format: OutputFormat, destination: Path, spec: OutputSpec, valid_fraction: float,
                parameter: str) -> SpaceNeed:
-    """Bands x pixels x 4 bytes (float32) for the valid pixels, times the format's
+    """Bands x pixels x bytes per value (4 for float32) for the valid pixels, times the format's
     ``least_size_fraction`` (what compression can save at most; 1.0 when the format does not say)."""
     fraction = getattr(output_format, "least_size_fraction", 1.0)
-    raw = spec.band_count * spec.width * spec.height * 4
-    reckoning = f"{spec.band_count} bands x {spec.width} x {spec.height} px x 4 bytes"
+    size = np.dtype(spec.encoding.dtype).itemsize  # float16: 2 bytes, as its file stores it
+    raw = spec.band_count * spec.width * spec.height * size
+    reckoning = f"{spec.band_count} bands x {spec.width} x {spec.height} px x {size} bytes"
     if valid_fraction < 1.0:
         reckoning += f" x {valid_fraction:.0%} valid pixels"
     if fraction < 1.0:
@@ -197,6 +200,10 @@ class _NamedFile:
 
     def __init__(self, file: OutputFile, destination: Path, parameter: str):
         self.file, self.destination, self.parameter = file, destination, parameter
+
+    @property
+    def clipped(self) -> int:
+        return self.file.clipped
 
     def write_block(self, values, row_off: int, col_off: int) -> None:
         try:

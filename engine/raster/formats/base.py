@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 
+from engine.raster.formats.encoding import OutputEncoding
 from engine.raster.io import Georeference
 
 
@@ -37,10 +38,16 @@ class OutputSpec:
     wavelengths_nm: Tuple[float, ...]
     fwhm_nm: Optional[Tuple[float, ...]]
     tags: Mapping[str, object]
+    band_names: Optional[Tuple[str, ...]] = None  # a sensor's band names (descriptions "<name> (<nm> nm)")
+    encoding: OutputEncoding = OutputEncoding()  # how values are stored (float32, float16, scaled integers)
+    overviews: bool = True  # reduced-resolution copies inside the file, for fast display
 
 
 class OutputFile(Protocol):
-    """An output raster being written (a ``BlockWriter`` sink)."""
+    """An output raster being written (a ``BlockWriter`` sink); ``clipped`` counts the values its
+    encoding could not store (``engine.raster.formats.encoding``)."""
+
+    clipped: int
 
     def write_block(self, values: np.ndarray, row_off: int, col_off: int) -> None:
         """Write (bands, h, w) float32 ``values`` with their top-left pixel at (row_off, col_off);

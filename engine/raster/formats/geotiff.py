@@ -1,6 +1,10 @@
-"""GeoTIFF output: tiled (256 x 256), DEFLATE-compressed (floating-point predictor), BigTIFF when
-needed, float32, with the input's CRS, geotransform (rotation and shear terms included) or GCPs,
-size and nodata, and the spectral metadata of ``engine.raster.spectral_metadata``.
+"""GeoTIFF output: tiled (256 x 256), compressed (``COMPRESSION``, with the floating-point predictor for
+floats and the horizontal one for integers), BigTIFF when needed, float32 or another
+``engine.raster.formats.encoding`` type (scaled integers carry their scale and offset), with the input's
+CRS, geotransform (rotation and shear terms included) or GCPs, size and nodata, the spectral metadata
+of ``engine.raster.spectral_metadata``, and for outputs larger than ``OVERVIEWS_FROM`` px internal
+overviews (averages at 2, 4, 8, ... down to less than a block) built when the last block is written,
+so that QGIS displays a large output fast.
 
 Writing is checked (``OutputError``): GDAL's errors while writing a block, and after closing, the
 file itself: GDAL compresses on worker threads and only logs a failed write there (a full disk
@@ -18,53 +22,83 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from engine.errors import OutputError
 from engine.raster.formats.base import OutputSpec
+from engine.raster.formats.encoding import OutputEncoding
 from engine.raster.io import BLOCK_SIZE, GDAL_ERRORS, gdal_message, open_raster, tiff_block_problem
 from engine.raster.spectral_metadata import write_spectral_metadata
 
 
-def open_geotiff(path: Path, spec: OutputSpec):
-    """Create the float32 GeoTIFF at ``path`` with the georeference of ``spec``; an open rasterio dataset."""
-    georeference = spec.georeference
+COMPRESSION = "deflate"  # chosen by measurement: docs/output-storage/ (python -m benchmarks.output_storage)
+
+
+def open_geotiff(path: Path, spec: OutputSpec, compression: str = COMPRESSION):
+    """Create the GeoTIFF at ``path`` with the georeference and encoding of ``spec``; an open rasterio dataset."""
+    georeference, encoding = spec.georeference, spec.encoding
     profile = dict(
-        driver="GTiff", width=spec.width, height=spec.height, count=spec.band_count, dtype="float32",
-        crs=georeference.crs, transform=georeference.transform, nodata=spec.nodata,
+        driver="GTiff", width=spec.width, height=spec.height, count=spec.band_count, dtype=encoding.file_dtype,
+        crs=georeference.crs, transform=georeference.transform, nodata=encoding.nodata(spec.nodata),
         tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE, interleave="band",
-        compress="deflate", predictor=3, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
+        compress=compression, predictor=2 if encoding.is_integer else 3, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
         # Every band is a wavelength, none a colour: GDAL reports band 1 of a MINISBLACK GeoTIFF as
         # Gray whatever is set, and QGIS then lists it so. Under MINISWHITE (which GDAL never applies
         # to pixel values) GDAL writes each band's interpretation, Undefined, in its own metadata.
         photometric="MINISWHITE",
     )
+    if encoding.nbits:
+        profile["nbits"] = encoding.nbits
     if georeference.gcps[0] or not georeference.has_transform:
         profile.pop("transform")
     dst = open_raster(path, "w", **profile)
     dst.colorinterp = [ColorInterp.undefined] * spec.band_count
+    if encoding.is_integer:
+        dst.scales = [encoding.scale] * spec.band_count
+        dst.offsets = [encoding.offset] * spec.band_count
     if georeference.gcps[0]:
         dst.gcps = georeference.gcps
     return dst
 
 
-class GeoTIFFFile:
-    """An open output GeoTIFF."""
+OVERVIEWS_FROM = 2048  # px on the longer side: smaller outputs display fast without (overviews add ~1/3 in size)
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+
+def overview_factors(height: int, width: int, block: int = BLOCK_SIZE) -> Tuple[int, ...]:
+    """2, 4, 8, ... until the reduced image fits in one block; none up to ``OVERVIEWS_FROM`` px."""
+    if max(height, width) <= OVERVIEWS_FROM:
+        return ()
+    factors, factor = [], 2
+    while max(height, width) / (factor // 2) > block:
+        factors.append(factor)
+        factor *= 2
+    return tuple(factors)
+
+
+class GeoTIFFFile:
+    """An open output GeoTIFF: takes float32 blocks, stores them in its encoding (``clipped`` counts
+    the values beyond the encoding's range), builds the overviews on ``close``."""
+
+    def __init__(self, dataset, encoding: OutputEncoding = OutputEncoding(), overviews: bool = True):
+        self.dataset, self.encoding, self.overviews = dataset, encoding, overviews
+        self.clipped = 0
 
     def write_block(self, values: np.ndarray, row_off: int, col_off: int) -> None:
+        stored, clipped = self.encoding.encode(values)
+        self.clipped += clipped
         try:
-            self.dataset.write(values, window=Window(col_off, row_off, values.shape[2], values.shape[1]))
+            self.dataset.write(stored, window=Window(col_off, row_off, values.shape[2], values.shape[1]))
         except GDAL_ERRORS as exc:
             raise OutputError(f"GDAL could not write the block at row {row_off}, column {col_off}: "
                               f"{gdal_message(exc)}") from None
 
     def close(self) -> None:
         path, shape = self.dataset.name, (self.dataset.count, self.dataset.height, self.dataset.width)
+        factors = overview_factors(self.dataset.height, self.dataset.width) if self.overviews else ()
         try:
+            if factors:
+                self.dataset.build_overviews(list(factors), Resampling.average)
             self.dataset.close()
         except GDAL_ERRORS as exc:
             raise OutputError(f"GDAL could not finish the file: {gdal_message(exc)}") from None
@@ -98,11 +132,11 @@ class GeoTIFF:
         except GDAL_ERRORS as exc:
             raise OutputError(f"GDAL could not create the file: {gdal_message(exc)}") from None
         try:
-            write_spectral_metadata(dataset, spec.wavelengths_nm, spec.fwhm_nm, dict(spec.tags))
+            write_spectral_metadata(dataset, spec.wavelengths_nm, spec.fwhm_nm, dict(spec.tags), spec.band_names)
         except BaseException:
             dataset.close()
             raise
-        return GeoTIFFFile(dataset)
+        return GeoTIFFFile(dataset, spec.encoding, spec.overviews)
 
     def companions(self, path: Path) -> Tuple[Path, ...]:
         """GDAL's metadata (``.aux.xml``, the older ``.aux``), external overviews (``.ovr``, which

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from engine.diffusion.noise import PositionalNoise
+from engine.diffusion.noise import sampler_noise
 from engine.errors import EngineError
 from engine.raster.plan import ChannelLayout
 from engine.raster.runners import ProgressFn, RunnerContext, TileJob, TileResult
@@ -128,7 +128,8 @@ class InProcessRunner:
         """Sample ``k`` of every tile of the chunk: full and (if an output wants them) stage-1 bands,
         cropped to the tile, as numpy arrays."""
         tile_h, tile_w = self.plan.tiling.tile_size
-        noise = PositionalNoise(self.plan.seed + k, [job.origin for job in chunk])
+        noise = sampler_noise(self.plan.seed + k, cond, [job.origin for job in chunk],
+                              per_pixel=self.context.cascade.config.context_radius == 0)
         with network_precision(self.context):
             out = self.context.cascade.sample(cond, self.plan.sampler, noise, progress=progress,
                                               cancel=self.context.callbacks.cancel)
