@@ -501,8 +501,11 @@ def training_data(config: TrainingConfig, bundle: BundleConfig):
 
 
 def train(config_path, resume: bool = False, seed: Optional[int] = None, iterations: Optional[int] = None,
-          device: Optional[str] = None, show_progress: bool = True) -> dict:
-    """Train what the config asks for and write the bundle; returns a summary with the loss curves."""
+          device: Optional[str] = None, show_progress: bool = True,
+          on_step: Optional[Callable[[str, int], None]] = None) -> dict:
+    """Train what the config asks for and write the bundle; returns a summary with the loss curves.
+    ``on_step("stage N", steps done)`` is called after every training step of every network (it may
+    raise, e.g. ``Cancelled``: the checkpoints written so far stay)."""
     config = load_training_config(config_path)
     config = replace(config, seed=config.seed if seed is None else seed)
     if iterations is not None:  # a quick run: every network, mean networks included, trains this long
@@ -517,7 +520,9 @@ def train(config_path, resume: bool = False, seed: Optional[int] = None, iterati
     started = time.time()
     summaries = {}
     for stage in config.stages:
-        options = LoopOptions(checkpoint=Checkpoint(config.output, stage, resume), show_progress=show_progress)
+        report = None if on_step is None else (lambda done, _network, stage=stage: on_step(f"stage {stage}", done))
+        options = LoopOptions(checkpoint=Checkpoint(config.output, stage, resume), show_progress=show_progress,
+                              on_step=report)
         summaries[f"stage{stage}"] = train_stage(stage, cascade, data, replace(config, crop=config.crop_for(stage)),
                                                  device, options)
     training = _training_record(config, data, device, summaries, time.time() - started)

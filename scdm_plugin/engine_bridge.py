@@ -130,7 +130,7 @@ def load_engine() -> SimpleNamespace:
             f"Another Python package named 'engine' ({engine_dir}) hides the plugin's engine "
             f"({PLUGIN_ROOT / 'engine'}); remove it from QGIS's Python path or restart QGIS."
         )
-    from engine import errors, report
+    from engine import custom_training, errors, report
     from engine.bundle import read_config
     from engine.device import resolve_device
     from engine.raster import pipeline
@@ -143,6 +143,7 @@ def load_engine() -> SimpleNamespace:
         read_config=read_config,
         evaluate_rasters=report.evaluate_rasters,
         read_display=read_display,
+        train_model=custom_training.train_model,
     )
 
 

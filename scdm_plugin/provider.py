@@ -9,6 +9,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.evaluate import EvaluateSpectralSuperResolution
 from .algorithms.spectral_super_resolution import SpectralSuperResolution
+from .algorithms.train import TrainSpectralSuperResolution
 
 ICON = Path(__file__).resolve().parents[1] / "resources" / "icon.svg"
 
@@ -47,6 +48,7 @@ class ScdmProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SpectralSuperResolution())
         self.addAlgorithm(EvaluateSpectralSuperResolution())
+        self.addAlgorithm(TrainSpectralSuperResolution())
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802
         # The engine writes GeoTIFF only.

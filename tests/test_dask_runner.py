@@ -309,3 +309,17 @@ def test_strips_cover_every_row_once_and_run_the_tile_rows_reaching_into_them():
             lo, hi = strip.row_start + margin, strip.row_stop + margin
             needed = [i for i, (s, n) in enumerate(grid.row_spans) if s < hi and s + n > lo]
             assert strip.first_row <= min(needed) and strip.last_row >= max(needed)
+
+
+def test_sharded_sensor_bands_and_integers_are_the_single_writer_output(tiny_bundle, rgb, cluster, tmp_path,
+                                                                        monkeypatch):
+    address, _ = cluster
+    monkeypatch.setattr(sharded, "STRIP_ROWS", 32)
+    choices = dict(FAST, band_set="landsat8-9", output_type="int16")
+    single = infer_raster(rgb, tmp_path / "one.tif", model=tiny_bundle, **choices)
+    infer_raster(rgb, tmp_path / "out.vrt", model=tiny_bundle, cluster=address, **choices)
+    with rasterio.open(tmp_path / "out.vrt") as vrt, rasterio.open(single.output_path) as tif:
+        assert vrt.count == tif.count == 4 and vrt.descriptions == tif.descriptions
+        assert vrt.dtypes == tif.dtypes and vrt.scales == tif.scales and vrt.nodata == tif.nodata == -32768
+        np.testing.assert_array_equal(vrt.read(), tif.read())
+        np.testing.assert_array_equal(vrt.read_masks(), tif.read_masks())

@@ -28,7 +28,8 @@ bands from the RGB and those. The result is an estimate, not a measurement: use 
 spectrum is worth more than none.</p>
 <p><b>Input</b>: any raster GDAL reads; <i>Red band</i>, <i>Green band</i> and <i>Blue band</i> choose its \
 bands (1, 2 and 3 unless set), <i>Input values</i> says how its values relate to light. Nodata pixels stay \
-nodata.</p>
+nodata (marked NaN in the output, or by the input's own nodata value when that is negative: a value of 0 \
+would hide valid pixels whose spectrum reaches 0).</p>
 <p><b>Output</b>: a GeoTIFF (float32 unless <i>Output data type</i> says otherwise, with overviews) with the input's CRS, extent and pixel size and one band per \
 wavelength of the model (the log names the model), or with <i>Output bands</i> the bands of Sentinel-2, \
 Landsat 8/9 or a response file of your own. Each band carries its centre wavelength and width in \

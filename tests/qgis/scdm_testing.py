@@ -19,6 +19,7 @@ VENV_BIN = Path(sys.executable).parent
 PLUGIN_NAME = "scdm"
 ALG_ID = "scdm:spectralsuperresolution"
 EVAL_ID = "scdm:evaluatespectralsuperresolution"
+TRAIN_ID = "scdm:trainspectralsuperresolution"
 DEFAULT_MODEL = REPO_ROOT / "resources" / "models" / "scdm-default"
 EXAMPLE_MODEL = REPO_ROOT / "examples" / "clip_and_superresolve.model3"
 # Settings that keep a run of the tiny model on a 24 x 24 raster well under a second of sampling.

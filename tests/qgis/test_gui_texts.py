@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from scdm_testing import ALG_ID, DEFAULT_MODEL, EVAL_ID, FAST, REPO_ROOT
+from scdm_testing import ALG_ID, DEFAULT_MODEL, EVAL_ID, FAST, REPO_ROOT, TRAIN_ID
 
 # Words of machine learning or of our own benchmarks that a tooltip must not lean on.
 JARGON = ("multiscale", "local network", "houston", "network evaluation", "anchor band", "p_t", "icmg")
@@ -27,7 +27,7 @@ def _help_texts(alg):
     return [("help", alg.shortHelpString())] + [(p.name(), p.help()) for p in alg.parameterDefinitions()]
 
 
-@pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID])
+@pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID, TRAIN_ID])
 def test_help_names_settings_by_their_dialog_labels_not_their_ids(scdm_plugin, alg_id):
     alg = _algorithm(alg_id)
     ids = {p.name() for p in alg.parameterDefinitions()} - PLAIN_WORDS
@@ -40,7 +40,7 @@ def test_help_names_settings_by_their_dialog_labels_not_their_ids(scdm_plugin, a
             assert any(mentioned in label for label in labels), f"'{mentioned}' is no label of {alg_id}"
 
 
-@pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID])
+@pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID, TRAIN_ID])
 def test_tooltips_and_labels_speak_without_jargon(scdm_plugin, alg_id):
     alg = _algorithm(alg_id)
     texts = [text for _, text in _help_texts(alg)] + [p.description() for p in alg.parameterDefinitions()]
@@ -64,7 +64,7 @@ def test_the_toolbox_path_names_each_algorithm_once(scdm_plugin):
         assert alg.group() == "" and alg.groupId() == ""
         assert provider.name() not in alg.displayName()
     assert sorted(alg.displayName() for alg in provider.algorithms()) == [
-        "Evaluate spectral super-resolution", "Spectral super-resolution"]
+        "Evaluate spectral super-resolution", "Spectral super-resolution", "Train spectral super-resolution model"]
 
 
 @pytest.mark.parametrize("alg_id", [ALG_ID, EVAL_ID])

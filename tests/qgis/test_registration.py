@@ -31,13 +31,13 @@ def test_metadata_has_the_fields_qgis_and_the_plugin_repository_need():
     assert (REPO_ROOT / general["icon"]).is_file()
 
 
-def test_provider_and_both_algorithms_are_registered(scdm_plugin):
+def test_provider_and_its_three_algorithms_are_registered(scdm_plugin):
     from qgis.core import QgsApplication
 
     registry = QgsApplication.processingRegistry()
     provider = registry.providerById("scdm")
     assert provider is not None and provider.isActive()
-    assert {alg.id() for alg in provider.algorithms()} == {ALG_ID, EVAL_ID}
+    assert {alg.id() for alg in provider.algorithms()} == {ALG_ID, EVAL_ID, "scdm:trainspectralsuperresolution"}
     assert registry.algorithmById(ALG_ID).displayName() == "Spectral super-resolution"
     assert registry.algorithmById(EVAL_ID).displayName() == "Evaluate spectral super-resolution"
     assert not provider.icon().isNull()
