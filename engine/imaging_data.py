@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.config import BundleConfig
 from engine.data import Crops, Scene, dihedral_batch, scene_on_grid
+from engine.errors import InputError
 from engine.rgb_simulation import Camera, random_camera, simulate_rgb
 from engine.spectral import fill_uncovered
 from engine.spectral_library import SpectralLibrary
@@ -90,9 +91,12 @@ class SceneSource:
     wavelengths: np.ndarray
 
 
-def scene_source(scene: Scene, config: BundleConfig, radiance: bool, library: SpectralLibrary) -> SceneSource:
+def scene_source(scene: Scene, config: BundleConfig, radiance: bool, library: Optional[SpectralLibrary]) -> SceneSource:
     cube, covered = scene_on_grid(scene, config.wavelengths_nm, config.fwhm_nm)
     if radiance:
+        if library is None:
+            raise InputError(f"scene {scene.name} is radiance: converting it to reflectance needs the spectral "
+                             "library (\"library\": \"earthlib\")")
         built = library.group("built")
         bright = built[built.mean(axis=1) >= np.median(built.mean(axis=1))]
         reference = fill_uncovered(np.median(bright, axis=0), library.covered)
@@ -116,13 +120,16 @@ class ImagingTrainingSet:
     """Crops of renderings, as ``engine.data.TrainingSet``'s but with a per-pixel loss weight; see
     the module docstring."""
 
-    def __init__(self, config: BundleConfig, sources: Sequence[SceneSource], library: SpectralLibrary,
+    def __init__(self, config: BundleConfig, sources: Sequence[SceneSource], library: Optional[SpectralLibrary],
                  cameras: Sequence[Camera], options: ImagingSetOptions = ImagingSetOptions(), seed: int = 0):
         if config.normalisation.kind != "chromatic":
             raise ValueError("imaging training data is made for the chromatic normalisation")
+        if library is None and (options.synthetic_share > 0 or not sources):
+            raise ValueError("synthetic scenes (synthetic_share > 0, or no real scene) need the spectral library")
         self.config, self.sources, self.cameras, self.options = config, list(sources), list(cameras), options
-        self.synthetic = SyntheticScenes(library.filled(), water_spectra(self.sources), config.wavelengths_nm)
-        self.library_covered = library.covered
+        self.synthetic = None if library is None else \
+            SyntheticScenes(library.filled(), water_spectra(self.sources), config.wavelengths_nm)
+        self.library_covered = None if library is None else library.covered
         self._rng = np.random.default_rng([seed, 71])
         self.pool: List[Rendering] = [self._render(self._rng) for _ in range(options.pool)]
 
@@ -132,7 +139,7 @@ class ImagingTrainingSet:
         return scenes + [{"scene": "synthetic (spectral library)", "share": self.options.synthetic_share}]
 
     def _source(self, rng: np.random.Generator):
-        if rng.random() < self.options.synthetic_share or not self.sources:
+        if self.synthetic is not None and (rng.random() < self.options.synthetic_share or not self.sources):
             cube = self.synthetic.make(rng, self.options.synthetic_size)
             return cube, np.ones(cube.shape[1:], bool), self.library_covered
         source = self.sources[rng.integers(len(self.sources))]

@@ -490,14 +490,36 @@ def training_data(config: TrainingConfig, bundle: BundleConfig):
     from engine.rgb_simulation import training_cameras
     from engine.spectral_library import load_earthlib
 
-    if config.library != "earthlib" or config.srf_dir is None:
-        raise InputError(f"training config {config.name}: imaging data needs \"library\": \"earthlib\" and an srf_dir")
-    library = load_earthlib(bundle.wavelengths_nm, bundle.fwhm_nm)
+    if config.srf_dir is None:
+        raise InputError(f"training config {config.name}: imaging data needs an srf_dir (the camera responses)")
+    if config.library != "earthlib" and config.synthetic_share > 0:
+        raise InputError(f"training config {config.name}: synthetic scenes need \"library\": \"earthlib\" "
+                         "(or set synthetic_share to 0)")
+    library = load_earthlib(bundle.wavelengths_nm, bundle.fwhm_nm) if config.library == "earthlib" else None
     sources = [scene_source(scene, bundle, spec.units == "radiance", library) for scene, spec in zip(scenes, config.scenes)]
     cameras = training_cameras(config.rgb, config.srf_dir, bundle.wavelengths_nm)
     options = ImagingSetOptions(config.synthetic_share, config.synthetic_size, config.rendering_pool,
                                 config.rendering_refresh)
     return ImagingTrainingSet(bundle, sources, library, cameras, options, config.seed)
+
+
+def start_from(cascade: Cascade, folder: Path) -> None:
+    """Copy the networks of the bundle in ``folder`` into ``cascade`` (fine-tuning starts there);
+    InputError when its networks are not this recipe's."""
+    from engine.bundle import load_bundle
+
+    source = load_bundle(folder)
+    mine, theirs = cascade.networks(), source.networks()
+    if set(mine) != set(theirs):
+        raise InputError(f"the model to start from ({folder}) has the networks {sorted(theirs)}, this training "
+                         f"{sorted(mine)}: start from a model trained with the same recipe", parameter="init_from")
+    for name, network in mine.items():
+        try:
+            network.load_state_dict(theirs[name].state_dict())
+        except RuntimeError as exc:
+            raise InputError(f"the model to start from ({folder}) has a {name} network of another shape "
+                             f"({str(exc).splitlines()[0]}): start from a model trained with the same recipe",
+                             parameter="init_from") from None
 
 
 def train(config_path, resume: bool = False, seed: Optional[int] = None, iterations: Optional[int] = None,
@@ -517,6 +539,8 @@ def train(config_path, resume: bool = False, seed: Optional[int] = None, iterati
     bundle = bundle_config_from_training(config)
     data = training_data(config, bundle)
     cascade = Cascade(bundle, device="cpu")
+    if config.init_from is not None:
+        start_from(cascade, config.init_from)
     started = time.time()
     summaries = {}
     for stage in config.stages:

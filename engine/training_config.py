@@ -97,11 +97,13 @@ class TrainingConfig(StrictConfig):
     null_condition: float = 0.0
     # Imaging training data (rgb.kind "imaging"): the spectral library behind synthetic scenes, the
     # share of renderings made from synthetic scenes, their size, and the rendering pool.
-    library: Literal["none", "earthlib"] = "none"
+    library: Literal["none", "earthlib"] = "none"  # "none": real scenes only (synthetic_share must be 0)
     synthetic_share: float = 0.0
     synthetic_size: int = 64
     rendering_pool: int = 48
     rendering_refresh: int = 4
+    # Fine-tuning: a bundle whose networks (of this recipe's shapes) the training starts from.
+    init_from: Optional[Path] = None
 
     def mean_network_for(self, stage: int) -> Optional[UNetConfig]:
         return (self.stage2_mean_network or self.mean_network) if stage == 2 else self.mean_network

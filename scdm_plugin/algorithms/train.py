@@ -21,9 +21,10 @@ from .inference import DEVICES
 
 CAMERAS = ("sentinel2", "landsat8-9", "camera file")
 PRESETS = ("cpu-quick", "cpu", "gpu")
+STARTS = ("scratch", "bundled model", "model folder")
 # Engine setting -> the parameter(s) that set it, as error messages name them.
 SETTING_PARAMETERS = {"scenes": "SCENES", "camera": "CAMERA and CAMERA_RESPONSE", "preset": "PRESET",
-                      "output": "OUTPUT_MODEL"}
+                      "output": "OUTPUT_MODEL", "init_from": "START_FROM and START_MODEL"}
 
 HELP = """<p>Trains a <b>model of your own</b> for <i>Spectral super-resolution</i> from hyperspectral rasters \
 of your area or materials and the camera whose RGB the model will receive.</p>
@@ -32,7 +33,9 @@ of your area or materials and the camera whose RGB the model will receive.</p>
 model's bands run from 374 to 1046 nm in 48 steps; bands your rasters do not cover are learned from \
 nothing. <b>Camera</b>: the red, green and blue bands of Sentinel-2 or Landsat 8/9, or a CSV of your \
 camera's responses (a wavelength column in nm, then red, green, blue). The training RGB is each raster \
-integrated through it, with random white balance and exposure.</p>
+rendered through it as real imagery is (haze, white balance, noise, linear, sRGB and stretched 8-bit \
+encodings). <b>Start from</b>: a new model, or fine-tune the bundled model (or one trained here before) \
+to your rasters and camera.</p>
 <p><b>Preset</b> (times on a 2-core CPU for one 160 x 192 px raster, measured): cpu-quick about 4 min, a \
 first look; cpu about 25 min; gpu ten times the cpu preset's iterations with a 4 times larger batch, for \
 a CUDA GPU. The result is a model folder (<i>Model folder</i> of <i>Spectral super-resolution</i> takes \
@@ -64,6 +67,14 @@ class TrainSpectralSuperResolution(ScdmAlgorithm):
         preset.setUsesStaticStrings(True)
         preset.setHelp("How long to train: cpu-quick (minutes), cpu (about half an hour), gpu (for a CUDA GPU).")
         self.addParameter(preset)
+        start = QgsProcessingParameterEnum("START_FROM", "Start from", options=list(STARTS), defaultValue=STARTS[0])
+        start.setUsesStaticStrings(True)
+        start.setHelp("scratch: a new model. bundled model: fine-tune the model that comes with the plugin to your "
+                      "rasters and camera (keeps what it learned elsewhere; usually better with few rasters). model "
+                      "folder: fine-tune a model trained here before (the folder given below). Same time either way.")
+        self.addParameter(start)
+        self.addParameter(QgsProcessingParameterFile("START_MODEL", "Model folder to start from", optional=True,
+                                                     behavior=QgsProcessingParameterFile.Behavior.Folder))
         device = QgsProcessingParameterEnum("DEVICE", "Device", options=list(DEVICES), defaultValue=DEVICES[0])
         device.setUsesStaticStrings(True)
         resume = QgsProcessingParameterBoolean("RESUME", "Continue an interrupted training", defaultValue=False)
@@ -71,6 +82,13 @@ class TrainSpectralSuperResolution(ScdmAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Model folder"))
+
+    def _start(self, parameters, context):
+        """None, "bundled", or the model folder to fine-tune ("" when missing: the engine refuses it)."""
+        choice = self.parameterAsEnumString(parameters, "START_FROM", context) or STARTS[0]
+        if choice == "model folder":
+            return self.parameterAsFile(parameters, "START_MODEL", context) or "(no model folder given)"
+        return "bundled" if choice == "bundled model" else None
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         feedback = feedback or QgsProcessingFeedback()
@@ -89,7 +107,7 @@ class TrainSpectralSuperResolution(ScdmAlgorithm):
                 self.parameterAsEnumString(parameters, "PRESET", context) or PRESETS[0], output,
                 device=self.parameterAsEnumString(parameters, "DEVICE", context) or "auto",
                 resume=self.parameterAsBoolean(parameters, "RESUME", context),
-                progress=adapter.progress, cancel=adapter.cancel)
+                progress=adapter.progress, cancel=adapter.cancel, start_from=self._start(parameters, context))
         except bridge.Cancelled:
             raise QgsProcessingException("Cancelled: the checkpoints are kept; run again with 'Continue an "
                                          "interrupted training' to go on.") from None

@@ -40,6 +40,18 @@ def test_a_trained_model_is_used_by_the_super_resolution_algorithm(run_alg, enma
     assert georeference(out)[4] == 48
 
 
+def test_fine_tuning_the_bundled_model(run_alg, enmap_tile, tiny_preset, tmp_path):
+    folder = tmp_path / "tuned"
+    run_alg(TRAIN_ID, {"SCENES": [str(enmap_tile)], "CAMERA": "landsat8-9", "START_FROM": "bundled model",
+                       "OUTPUT_MODEL": str(folder)})
+    assert "(fine-tuned)" in (folder / "MODEL_CARD.md").read_text()
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="START_FROM and START_MODEL: the model to start from"):
+        run_alg(TRAIN_ID, {"SCENES": [str(enmap_tile)], "START_FROM": "model folder", "START_MODEL": str(tmp_path),
+                           "OUTPUT_MODEL": str(tmp_path / "other")})
+
+
 def test_refusals_name_the_parameter(run_alg, tmp_path):
     import numpy as np
     import rasterio
