@@ -5,9 +5,10 @@
 Two outputs of the bundled model are made by the product (``engine.raster.infer_raster``): the demo
 image (rgbn.tif, 515 x 403 px) and a 4096 x 4096 px image made by mirror-tiling it (``--large``;
 about 8 min on this machine's CPU). Each is then written again through the product's GeoTIFF writer
-(``engine.raster.formats.geotiff``: 256 x 256 blocks, written as the pipeline writes them) for every
-data type of ``engine.raster.formats.encoding`` and each compression, with and without overviews:
-file size (against float32 uncompressed) and seconds to write. The table and ``results.json`` go to
+(``engine.raster.formats.geotiff``: 256 x 256 blocks, written as the pipeline writes them): the demo
+output for every data type of ``engine.raster.formats.encoding`` and each compression, with and
+without overviews; the large one (3.2 GB as float32) for ``LARGE_CASES``. File size (against float32
+uncompressed) and seconds to write. The table and ``results.json`` go to
 ``--out``; the compression the writer uses (``geotiff.COMPRESSION``) is the one this measures best.
 """
 
@@ -34,6 +35,11 @@ from engine.settings import OUTPUT_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 COMPRESSIONS = ("deflate", "zstd", "lzw")
+# (type, compression, overviews) written for the large image: each compression of float32, each type
+# with the writer's compression, and the overviews' cost.
+LARGE_CASES = (("float32", "deflate", False), ("float32", "zstd", False), ("float32", "lzw", False),
+               ("float32", "deflate", True), ("float16", "deflate", False), ("uint16", "deflate", False),
+               ("int16", "deflate", False))
 
 
 def mirror_tiled(source: Path, target: Path, size: int) -> Path:
@@ -69,26 +75,28 @@ def write_once(cube: np.ndarray, spec: OutputSpec, path: Path, compression: str)
     return time.time() - started
 
 
-def measure(output: Path, rgb_level: float, work: Path, label: str) -> list:
+def all_cases():
+    return [(t, c, o) for t in OUTPUT_TYPES for c in COMPRESSIONS for o in (False, True)]
+
+
+def measure(output: Path, rgb_level: float, work: Path, label: str, cases) -> list:
     with rasterio.open(output) as dataset:
         cube = dataset.read()
         wavelengths = tuple(float(w) for w in read_wavelengths(dataset))
         georeference = Georeference(dataset.crs, dataset.transform, (None, None))
     raw = cube.size * 4
     rows = []
-    for output_type in OUTPUT_TYPES:
-        for compression in COMPRESSIONS:
-            for overviews in (False, True):
-                spec = OutputSpec(width=cube.shape[2], height=cube.shape[1], band_count=cube.shape[0], nodata=None,
-                                  georeference=georeference, wavelengths_nm=wavelengths, fwhm_nm=None, tags={},
-                                  encoding=output_encoding(output_type, rgb_level), overviews=overviews)
-                path = work / f"{label}-{output_type}-{compression}-{int(overviews)}.tif"
-                seconds = write_once(cube, spec, path, compression)
-                rows.append({"image": label, "type": output_type, "compression": compression, "overviews": overviews,
-                             "mb": round(path.stat().st_size / 1e6, 2), "of_raw": round(path.stat().st_size / raw, 3),
-                             "seconds": round(seconds, 2)})
-                path.unlink()
-                print(json.dumps(rows[-1]), flush=True)
+    for output_type, compression, overviews in cases:
+        spec = OutputSpec(width=cube.shape[2], height=cube.shape[1], band_count=cube.shape[0], nodata=None,
+                          georeference=georeference, wavelengths_nm=wavelengths, fwhm_nm=None, tags={},
+                          encoding=output_encoding(output_type, rgb_level), overviews=overviews)
+        path = work / f"{label}-{output_type}-{compression}-{int(overviews)}.tif"
+        seconds = write_once(cube, spec, path, compression)
+        rows.append({"image": label, "type": output_type, "compression": compression, "overviews": overviews,
+                     "mb": round(path.stat().st_size / 1e6, 2), "of_raw": round(path.stat().st_size / raw, 3),
+                     "seconds": round(seconds, 2)})
+        path.unlink()
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -114,13 +122,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     level = input_level(args.rgbn)
-    images = [("demo 515 x 403", args.rgbn)]
+    images = [("demo", args.rgbn, all_cases())]
     if args.large:
-        images.append((f"{args.large} x {args.large}", mirror_tiled(args.rgbn, args.work / f"rgb{args.large}.tif",
-                                                                    args.large)))
+        images.append((f"{args.large}x{args.large}",
+                       mirror_tiled(args.rgbn, args.work / f"rgb{args.large}.tif", args.large), LARGE_CASES))
     rows = []
-    for label, rgb in images:
-        rows += measure(model_output(rgb, args.work, label.split()[0]), level, args.work, label.split()[0])
+    for label, rgb, cases in images:
+        rows += measure(model_output(rgb, args.work, label), level, args.work, label, cases)
     command = ("python -m benchmarks.output_storage " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     (args.out / "results.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     write_table(args.out, command, rows)
