@@ -231,7 +231,7 @@ def test_output_profile_and_spectral_metadata_read_back_by_gdalinfo(tmp_path):
     assert not Path(str(path) + ".aux.xml").exists(), "everything fits in the GeoTIFF itself"
     with rasterio.open(path) as ds:
         assert ds.profile["tiled"] and ds.block_shapes[0] == (256, 256)
-        assert ds.compression.name.lower() == "deflate" and ds.dtypes == ("float32",) * 5
+        assert ds.compression.name.lower() == "zstd" and ds.dtypes == ("float32",) * 5
         assert ds.nodata == -32768 and ds.crs.to_epsg() == 32633 and ds.transform == info.transform
     gdalinfo = shutil.which("gdalinfo")
     if gdalinfo is None:
@@ -242,7 +242,7 @@ def test_output_profile_and_spectral_metadata_read_back_by_gdalinfo(tmp_path):
     assert doc["metadata"]["ENVI"]["wavelength"] == "{400, 410, 420, 430, 440}"
     assert doc["metadata"]["ENVI"]["fwhm"] == "{9.5, 10, 10, 10, 12.25}"
     assert doc["metadata"]["ENVI"]["wavelength_units"] == "Nanometers"
-    assert doc["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
+    assert doc["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "ZSTD"
     assert doc["metadata"]["IMAGE_STRUCTURE"]["PREDICTOR"] == "3"
     band = doc["bands"][4]
     assert band["description"] == "Band 5 (440.0 nm)"

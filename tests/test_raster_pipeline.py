@@ -81,7 +81,7 @@ def test_real_enmap_tile_keeps_georeference_size_nodata_and_gets_spectral_metada
         assert (ds.width, ds.height) == (src.width, src.height) == (32, 32)
         assert ds.crs == src.crs and ds.transform == src.transform and ds.nodata == src.nodata == -32768
         assert ds.count == 48 and set(ds.dtypes) == {"float32"}
-        assert ds.profile["tiled"] and ds.compression.name.lower() == "deflate"
+        assert ds.profile["tiled"] and ds.compression.name.lower() == "zstd"
         tags = ds.tags()
         assert tags["SCDM_MODEL"] == cascade.config.name and tags["SCDM_SAMPLER"] == "ddim"
         assert tags["SCDM_STEPS"] == "1" and float(tags["SCDM_GUIDANCE"]) == 0.0 and tags["SCDM_SEED"] == "11"

@@ -82,6 +82,7 @@ SETTING_PARAMETERS = {
     "cluster": "CLUSTER",
     "band_set": "OUTPUT_BANDS and OUTPUT_RESPONSE",
     "output_type": "OUTPUT_TYPE",
+    "overviews": "OVERVIEWS",
 }
 
 

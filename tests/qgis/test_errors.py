@@ -155,7 +155,8 @@ EXPECTED_NAMES = {
     "pdt": {"PDT_STAGE1", "PDT_STAGE2"}, "output": {"OUTPUT"}, "stage1_output": {"STAGE1_OUTPUT"},
     "uncertainty_output": {"UNCERTAINTY_OUTPUT"}, "bands": {"RED", "GREEN", "BLUE"}, "input": {"INPUT"},
     "expected_band_count": {"REFERENCE"}, "radiometry": {"RADIOMETRY"}, "cluster": {"CLUSTER"},
-    "consistency": {"CONSISTENCY", "CAMERA_RESPONSE"},
+    "consistency": {"CONSISTENCY", "CAMERA_RESPONSE"}, "band_set": {"OUTPUT_BANDS", "OUTPUT_RESPONSE"},
+    "output_type": {"OUTPUT_TYPE"}, "overviews": {"OVERVIEWS"},
 }
 
 

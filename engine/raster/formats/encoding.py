@@ -82,7 +82,7 @@ def output_encoding(output_type: str, bright_level: float) -> OutputEncoding:
     return OutputEncoding(output_type, scale=HEADROOM * level / _CODES[output_type][1], offset=0.0)
 
 
-def bright_level(rgb: np.ndarray, valid: np.ndarray, most: int = 1 << 16) -> float:
+def bright_level(rgb: np.ndarray, valid: np.ndarray, most: int = 1 << 12) -> float:
     """The 99.9th percentile of an image's valid linear RGB values (0 without any), from at most
     ``most`` evenly spaced pixels (the caller's memory stays flat whatever the image's size)."""
     flat, keep = np.asarray(rgb).reshape(3, -1), np.asarray(valid, dtype=bool).reshape(-1)
