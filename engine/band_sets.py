@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -65,20 +65,28 @@ class BandSet:
         return np.tensordot(weights, np.asarray(spectra, dtype=np.float32), axes=1)
 
 
+def read_csv_rows(path) -> Tuple[Optional[List[str]], List[List[str]]]:
+    """(header, rows) of a table CSV: stripped fields; the last non-numeric line before the first
+    numeric one is the header (``#`` removed), earlier ones are comments; blank lines skipped. Also
+    reads the camera responses of ``engine.spectral.load_srf_csv``."""
+    header, rows = None, []
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        for fields in csv.reader(handle):
+            fields = [field.strip() for field in fields]
+            if not any(fields):
+                continue
+            if rows or _is_number(fields[0]):
+                rows.append(fields)
+            else:
+                header = [field.lstrip("#").strip() for field in fields]
+    return header, rows
+
+
 def read_response_table(path) -> ResponseTable:
     """A response CSV: header ``wavelength_nm,<band>,<band>...`` (``#`` allowed before it), numeric rows."""
     path = Path(path)
-    header, rows = None, []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            for fields in csv.reader(handle):
-                fields = [field.strip() for field in fields]
-                if not any(fields):
-                    continue
-                if rows or _is_number(fields[0]):
-                    rows.append(fields)
-                else:  # the last line before the numbers is the header; earlier ones are comments
-                    header = [field.lstrip("#").strip() for field in fields]
+        header, rows = read_csv_rows(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the response table {path}: {exc}", parameter="band_set") from None
     problem = _table_problem(header, rows)

@@ -9,7 +9,6 @@ than the source this is zero and the target band is plain linear interpolation.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,14 +185,6 @@ def resample_cube(
     return out, covered
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def load_srf_csv(path: str | Path) -> SpectralResponse:
     """Load red/green/blue responses from a CSV with a wavelength column.
 
@@ -201,18 +192,11 @@ def load_srf_csv(path: str | Path) -> SpectralResponse:
     the last non-numeric line before the data is taken as the header. Wavelengths in micrometres
     (a column name containing ``um``/``micro``) are converted to nm.
     """
+    from engine.band_sets import read_csv_rows
+
     path = Path(path)
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        for fields in csv.reader(handle):
-            fields = [field.strip() for field in fields]
-            if not any(fields):
-                continue
-            if rows or _is_number(fields[0]):
-                rows.append(fields)
-            else:
-                header = [field.lstrip("#").strip().lower() for field in fields]
+    header, rows = read_csv_rows(path)
+    header = None if header is None else [name.lower() for name in header]
     if header is None or not rows:
         raise InputError(f"{path}: expected a header line and numeric rows of spectral responses")
 
