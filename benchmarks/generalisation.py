@@ -49,7 +49,7 @@ from engine.train import bundle_config_from_training, train, training_data
 from engine.training_config import load_training_config
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "configs" / "default_model.json"
+DEFAULT_RECIPE = REPO / "configs" / "default_model.json"
 PREVIOUS = REPO / "benchmarks" / "models" / "scdm-v1"
 RGBN = REPO / "runs" / "demo" / "rgbn.tif"  # fetched by scripts/demo.sh
 ENMAP = "enmap_potsdam_tiles_mosaic"
@@ -118,7 +118,7 @@ def recipe_without(recipe: dict, recipe_dir: Path, held_out: str, out_dir: Path,
 def test_images(recipe_path: Path, held_out: str) -> List[TestImage]:
     config = load_training_config(recipe_path)
     bundle = bundle_config_from_training(config)
-    spec = next(s for s in load_training_config(RECIPE).scenes if s.path.stem == held_out)
+    spec = next(s for s in load_training_config(DEFAULT_RECIPE).scenes if s.path.stem == held_out)
     scene = load_scene(spec.path)
     if held_out == ENMAP:
         start = int(scene.cube.shape[1] * ENMAP_TRAINING_SHARE)
@@ -187,13 +187,13 @@ def scores(image: TestImage, estimate: np.ndarray) -> dict:
             "gain": gain}
 
 
-def held_out_model(held_out: str, out_dir: Path, budget: dict, reuse: bool, log) -> Path:
-    """The default recipe trained without the scene (an earlier run's bundle when ``reuse`` and its
-    recipe is the same)."""
-    recipe = json.loads(RECIPE.read_text())
+def held_out_model(recipe_file: Path, held_out: str, out_dir: Path, budget: dict, reuse: bool, log) -> Path:
+    """The recipe trained without the scene (an earlier run's bundle when ``reuse`` and its recipe is
+    the same)."""
+    recipe = json.loads(recipe_file.read_text())
     previous = out_dir / f"without-{held_out}.json"
     earlier = previous.read_text() if previous.exists() else None
-    recipe_path = recipe_without(recipe, RECIPE.parent, held_out, out_dir, budget)
+    recipe_path = recipe_without(recipe, recipe_file.parent, held_out, out_dir, budget)
     bundle = out_dir / f"without-{held_out}"
     if reuse and earlier == recipe_path.read_text() and (bundle / "config.json").exists():
         log(f"{held_out}: reusing {bundle}")
@@ -204,12 +204,13 @@ def held_out_model(held_out: str, out_dir: Path, budget: dict, reuse: bool, log)
     return bundle
 
 
-def held_out_rows(held_out: str, out_dir: Path, budget: dict, reuse: bool, log) -> List[dict]:
-    bundle = held_out_model(held_out, out_dir, budget, reuse, log)
+def held_out_rows(recipe_file: Path, shipped: Path, held_out: str, out_dir: Path, budget: dict, reuse: bool,
+                  log) -> List[dict]:
+    bundle = held_out_model(recipe_file, held_out, out_dir, budget, reuse, log)
     recipe_path = out_dir / f"without-{held_out}.json"
     methods = {"linear floor": LinearFloor(recipe_path), "previous bundle (scdm-v1, in-sample)":
                model_reconstructor(PREVIOUS), "default recipe, scene held out": model_reconstructor(bundle),
-               "shipped default (in-sample)": model_reconstructor(default_bundle_path())}
+               "shipped default (in-sample)": model_reconstructor(shipped)}
     rows = []
     for image in test_images(recipe_path, held_out):
         for method, run in methods.items():
@@ -239,12 +240,12 @@ def nir_mean(cube: np.ndarray, wavelengths_nm: Sequence[float]) -> np.ndarray:
     return cube[(wavelengths >= NIR_RANGE_NM[0]) & (wavelengths <= NIR_RANGE_NM[1])].mean(axis=0)
 
 
-def rgbn_rows(rgbn: Path, work_dir: Path, out_dir: Path, log) -> List[dict]:
+def rgbn_rows(recipe_file: Path, shipped: Path, rgbn: Path, work_dir: Path, out_dir: Path, log) -> List[dict]:
     rgb, nir = _read_rgbn(rgbn)
-    grid = bundle_config_from_training(load_training_config(RECIPE)).wavelengths_nm
-    estimates = {"linear floor": LinearFloor(RECIPE)(rgb, np.ones(nir.shape, bool)),
+    grid = bundle_config_from_training(load_training_config(recipe_file)).wavelengths_nm
+    estimates = {"linear floor": LinearFloor(recipe_file)(rgb, np.ones(nir.shape, bool)),
                  "previous bundle (scdm-v1)": _infer_file(PREVIOUS, rgbn, work_dir / "rgbn_previous.tif"),
-                 "default bundle": _infer_file(default_bundle_path(), rgbn, work_dir / "rgbn_default.tif")}
+                 "default bundle": _infer_file(shipped, rgbn, work_dir / "rgbn_default.tif")}
     rows, pictures = [], {}
     for method, cube in estimates.items():
         predicted = nir_mean(cube, grid)
@@ -296,10 +297,11 @@ def _mean_lines(rows: List[dict]) -> List[str]:
 def write_table(result: dict, out_dir: Path) -> None:
     commands = ", then ".join(f"`{c}`" for c in result["commands"])
     lines = ["# Generalisation: leave-scene-out and real-sensor check", "",
-             f"Commands: {commands} (a later run replaces the rows it measures). Held-out models: the default "
-             "recipe without the test scene, "
+             f"Commands: {commands} (a later run replaces the rows it measures). Held-out models: the recipe "
+             "(`--recipe`, default configs/default_model.json) without the test scene, "
              f"trained {result['budget']['mean_iterations']} mean-network and {result['budget']['iterations']} "
-             "diffusion iterations per stage (the shipped model trains longer). MPSNR after one least-squares gain "
+             "diffusion iterations per stage; the 'shipped default' and 'default bundle' rows are the `--bundle` "
+             "model (default: the bundled one), trained longer on every scene. MPSNR after one least-squares gain "
              "per image; SAM in radians over the bands the scene covers.", "",
              ""] + _mean_lines(result["held_out"]) + [
              "", "Every rendering:", "",
@@ -324,9 +326,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--rgbn", type=Path, default=RGBN, help="RGB + NIR GeoTIFF (default: the demo's, "
                         "fetched by scripts/demo.sh); the real-sensor rows are skipped when it is absent")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "generalisation")
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE,
+                        help="training recipe of the held-out models and the linear floor (default: the bundled model's)")
+    parser.add_argument("--bundle", type=Path, default=default_bundle_path(),
+                        help="the model in the 'shipped default' and 'default bundle' rows (default: the bundled model)")
     parser.add_argument("--reuse", action="store_true",
                         help="use the held-out bundles of an earlier run with the same recipe instead of training")
     args = parser.parse_args(argv)
+    # absolute: the held-out recipes name their output, and a recipe's relative paths are its folder's
+    args.out, args.work, args.recipe = args.out.resolve(), args.work.resolve(), args.recipe.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     budget = {"mean_iterations": args.mean_iterations, "iterations": args.iterations}
@@ -336,11 +344,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     result["commands"] = result.get("commands", []) + [f"python -m benchmarks.generalisation {command}".strip()]
     result["budget"] = budget
     for scene in args.held_out:  # a re-run of some scenes replaces their rows and keeps the others
-        rows = held_out_rows(scene, args.work, budget, args.reuse, log)
+        rows = held_out_rows(args.recipe, args.bundle, scene, args.work, budget, args.reuse, log)
         result["held_out"] = [row for row in result["held_out"] if row["scene"] != scene] + rows
         write_table(result, args.out)
     if args.rgbn.exists():
-        result["rgbn"] = rgbn_rows(args.rgbn, args.work, args.out, log)
+        result["rgbn"] = rgbn_rows(args.recipe, args.bundle, args.rgbn, args.work, args.out, log)
     write_table(result, args.out)
 
 

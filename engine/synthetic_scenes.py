@@ -8,6 +8,12 @@ shadows. Each region mixes two spectra of its material with a smooth abundance f
 brightness texture, and a slight blur mixes materials across edges as pixels do. So the texture
 cues a window network can use (a crown against a lawn, a shadow beside a roof) come with many
 spectra, and no layout repeats.
+
+With ``canopy_structure`` tree crowns are not lawns seen from above: part of a crown lies in its own
+shade, and that shade is lit by light the sunlit leaves scattered, which has the leaves' own spectral
+shape. So a crown darkens in the visible, where leaves absorb, and keeps its near-infrared, where they
+scatter (the reason dense forest is dark green in a photograph and bright in the near-infrared). Some
+scenes then hold a dense stand of crowns (an orchard, a plantation, a forest edge).
 """
 
 from __future__ import annotations
@@ -66,11 +72,14 @@ def _roads(rng, layout: Layout) -> None:
         layout.materials.append("road")
 
 
-def _crowns(rng, layout: Layout) -> None:
+DENSE_STAND_SHARE = 0.25  # scenes with a dense stand of crowns, when canopy_structure is on
+
+
+def _crowns(rng, layout: Layout, count: int) -> None:
     size = layout.labels.shape[0]
     yy, xx = np.mgrid[:size, :size]
     crowns = np.zeros((size, size), bool)
-    for _ in range(rng.integers(0, 40)):
+    for _ in range(count):
         radius = rng.uniform(1.5, max(2.0, size / 12))
         cy, cx = rng.uniform(0, size, size=2)
         crowns |= np.hypot(yy - cy, xx - cx) < radius
@@ -82,7 +91,7 @@ def _crowns(rng, layout: Layout) -> None:
         layout.materials.append("tree")
 
 
-def make_layout(rng: np.random.Generator, size: int) -> Layout:
+def make_layout(rng: np.random.Generator, size: int, dense_stands: bool = False) -> Layout:
     layout = Layout(np.zeros((size, size), np.int32), [_choose(rng, BACKGROUNDS)], np.zeros((size, size), bool))
     _rectangles(rng, layout, int(rng.integers(0, 8)), (size // 8, size // 2), PARCELS)
     _rectangles(rng, layout, int(rng.integers(0, 12)), (3, size // 6), "built")
@@ -91,15 +100,29 @@ def make_layout(rng: np.random.Generator, size: int) -> Layout:
         water = smooth_field(rng, (size, size), size / 6) > rng.uniform(1.0, 2.0)
         layout.labels[water] = len(layout.materials)
         layout.materials.append("water")
-    _crowns(rng, layout)
+    dense = dense_stands and rng.random() < DENSE_STAND_SHARE
+    _crowns(rng, layout, int(rng.integers(60, 160)) if dense else int(rng.integers(0, 40)))
     return layout
+
+
+def crown_shading(spectra: np.ndarray, sunlit_share: np.ndarray) -> np.ndarray:
+    """(..., C) crown spectra -> the same crowns with part of each in its own shade.
+
+    ``sunlit_share`` (...): the fraction of the crown's visible surface in direct sun. The shaded rest
+    is lit by light the leaves scattered, whose spectrum is the leaves' own, relative to their
+    brightest band; so a band keeps ``s + (1 - s) * rho / max(rho)`` of its reflectance: the
+    near-infrared plateau keeps all of it and the visible, where leaves absorb, darkens towards s."""
+    peak = np.maximum(spectra.max(axis=-1, keepdims=True), 1e-6)
+    share = np.asarray(sunlit_share, dtype=spectra.dtype)[..., None]
+    return spectra * (share + (1 - share) * spectra / peak)
 
 
 class SyntheticScenes:
     """Draws (C, size, size) reflectance cubes from a spectral library and water spectra."""
 
-    def __init__(self, library: SpectralLibrary, water: np.ndarray, wavelengths_nm):
+    def __init__(self, library: SpectralLibrary, water: np.ndarray, wavelengths_nm, canopy_structure: bool = False):
         self.wavelengths = np.asarray(wavelengths_nm, dtype=np.float32)
+        self.canopy_structure = canopy_structure
         self.pools = {name: library.group(name) for name in ("vegetation", "soil", "npv", "built", "road")}
         self.pools["tree"] = self.pools["vegetation"]
         self.pools["water"] = np.asarray(water, dtype=np.float32)
@@ -112,13 +135,22 @@ class SyntheticScenes:
         texture = np.exp(rng.uniform(0.02, 0.15) * smooth_field(rng, (size, size), rng.uniform(0.5, 2)))
         return (share[..., None] * first + (1 - share[..., None]) * second) * texture[..., None]
 
+    @staticmethod
+    def _sunlit_share(rng: np.random.Generator, size: int) -> np.ndarray:
+        """(size, size) sunlit share of crowns: a stand's own level (open to dense canopies), varying
+        from crown to crown."""
+        level = rng.uniform(0.35, 0.9)
+        return np.clip(level + 0.1 * smooth_field(rng, (size, size), rng.uniform(0.5, 2)), 0.05, 1.0)
+
     def make(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        layout = make_layout(rng, size)
+        layout = make_layout(rng, size, dense_stands=self.canopy_structure)
         cube = np.zeros((size, size, len(self.wavelengths)), np.float32)
         for label, material in enumerate(layout.materials):
             mask = layout.labels == label
             if mask.any():
                 cube[mask] = self._region(rng, material, size)[mask]
+                if material == "tree" and self.canopy_structure:
+                    cube[mask] = crown_shading(cube[mask], self._sunlit_share(rng, size)[mask])
         blur = rng.uniform(0.0, 0.8)
         if blur > 0.2:
             cube = ndimage.gaussian_filter(cube, (blur, blur, 0))

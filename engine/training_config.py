@@ -100,6 +100,9 @@ class TrainingConfig(StrictConfig):
     library: Literal["none", "earthlib"] = "none"  # "none": real scenes only (synthetic_share must be 0)
     synthetic_share: float = 0.0
     synthetic_size: int = 64
+    # Synthetic tree crowns with their own shade (dark in the visible, bright in the near-infrared)
+    # and dense stands; see engine.synthetic_scenes.
+    canopy_structure: bool = False
     rendering_pool: int = 48
     rendering_refresh: int = 4
     # Fine-tuning: a bundle whose networks (of this recipe's shapes) the training starts from.

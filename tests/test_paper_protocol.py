@@ -38,7 +38,14 @@ def test_one_fold_at_a_toy_budget_writes_every_row(tmp_path, capsys):
         "one-stage diffusion, DDIM 1 step",
         "cascade, fast sampler, one sample", "cascade, fast sampler, mean of 2 samples",
         "cascade, DDIM 1 step per stage",
+        "cascade, DDIM 1 step per stage, RGB-consistent", "cascade, fast sampler, one sample, RGB-consistent",
+        "one-stage diffusion, DDIM 1 step, RGB-consistent",
     ]
+    # The band pick's projection rewrites the input bands only: identical without them, exact on them.
+    for label in ("cascade, DDIM 1 step per stage", "cascade, fast sampler, one sample"):
+        plain, consistent = results[label], results[f"{label}, RGB-consistent"]
+        assert consistent["rmse"] == pytest.approx(plain["rmse"], rel=1e-6)
+        assert consistent["rmse_all_bands"] <= plain["rmse_all_bands"] + 1e-6
     # The per-pixel least-squares floor on test quadrant 0 (input bands excluded); the 4-fold mean of
     # this row, 970.8 / 0.144, is the floor the issue quotes (about 940 / 0.144).
     assert results["linear regression"]["rmse"] == pytest.approx(798.9, abs=0.1)
@@ -59,3 +66,22 @@ def test_one_fold_at_a_toy_budget_writes_every_row(tmp_path, capsys):
     assert "| single-shot network, 6 iterations, ensemble of 2 seeds |" in table
     assert (out / "per_band_psnr.png").stat().st_size > 10_000
     assert (out / "spectral_profiles.png").stat().st_size > 10_000
+
+
+def test_rgb_consistent_rows_make_the_input_bands_exact_and_leave_the_rest():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from benchmarks.paper_protocol import RGB_BANDS, rgb_consistent
+
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(100, 5000, (48, 12, 12))
+    estimate = reference + rng.normal(0, 300, reference.shape)
+    timings = {"cascade, DDIM 1 step per stage": {"train_s": 1.0}}
+    out = rgb_consistent(SimpleNamespace(test_cube=reference), {"cascade, DDIM 1 step per stage": estimate}, timings)
+    consistent = out["cascade, DDIM 1 step per stage, RGB-consistent"]
+    others = [b for b in range(48) if b not in RGB_BANDS]
+    np.testing.assert_allclose(consistent[list(RGB_BANDS)], reference[list(RGB_BANDS)], rtol=1e-9)
+    np.testing.assert_array_equal(consistent[others], estimate[others])
+    assert timings["cascade, DDIM 1 step per stage, RGB-consistent"] == {"train_s": 1.0}
