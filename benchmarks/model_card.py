@@ -80,8 +80,7 @@ LIMITS = [
     "IR-cut filter records nothing there, so they come from the correlations learned on the training "
     "scenes (vegetation, roofs, water) and are the least reliable.",
     "- Dark, dense vegetation (tree crowns, full canopies) gets too little near-infrared: on rgbn.tif the tree "
-    "plantation is dark in the estimate and bright in the real NIR band, and held-out vegetation scenes get "
-    "an 861/560 nm ratio near 1.3 where the truth has 3.5-4.5 (docs/generalisation/README.md).",
+    "plantation is dark in the estimate and bright in the real NIR band (docs/generalisation/README.md).",
     "- The training data are a few small scenes (urban, vegetation, agricultural); unusual materials "
     "get plausible, not measured, spectra.",
     "- A trained-on-CPU model: small networks, short training. Expect smoother spectra than a sensor's.",
