@@ -5,13 +5,17 @@
 Uses the held-out models of ``benchmarks.generalisation`` (runs/generalisation/without-<scene>, each
 trained without its test scene) on their test images. Per image: K samples with the DPM-Solver++
 sampler, their mean and standard deviation (after the image's least-squares gain, as the
-generalisation scores are), and against the truth:
+generalisation scores are; for 8-bit renderings the standard deviation also holds the difference from
+the estimate of the input read as a linear stretch, as the raster pipeline's uncertainty does for 8-bit
+input under ``auto`` radiometry, unless ``--without-decoding``), and against the truth:
 - coverage of the central 68 % and 95 % Gaussian intervals (|error| <= 1.0 / 1.96 std);
 - Spearman correlation between a pixel's predicted std and its absolute error (means over bands).
 Calibration: per band, the factor on the std that makes 68 % of |error| / std fall within 1, fitted
 on the other held-out scenes and tested on this one (leave-one-scene-out), so the calibrated rows are
 held out too. ``--write-bundle`` stores the factors fitted on all held-out scenes in the default
-bundle (``uncertainty_scale``), which the raster pipeline applies to its uncertainty output.
+bundle (``uncertainty_scale``), which the raster pipeline applies to its uncertainty output, when
+they bring the held-out reliability curves nearer the diagonal than the raw spread; otherwise it
+removes the bundle's calibration.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ import numpy as np
 from benchmarks.generalisation import HELD_OUT, REPO, TestImage, test_images
 from engine.bundle import CONFIG_NAME, default_bundle_path, load_bundle, read_config
 from engine.evaluate import reconstruct, sampler_settings
+from engine.radiometry import as_linear_stretch, decoding_variance
 
 Z68, Z95 = 1.0, 1.959964
+# benchmarks.generalisation.encode's 8-bit renderings, decoded as auto decodes 8-bit input: by a guess
+# (engine.radiometry.decoding_is_guessed)
+EIGHT_BIT_ENCODINGS = ("srgb8", "stretch8")
 NOMINAL = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.8, 0.9, 0.95])
 
 
@@ -39,11 +47,21 @@ def _gaussian_z(p: np.ndarray) -> np.ndarray:
     return norm.ppf((1 + p) / 2)
 
 
-def sample_moments(cascade, image: TestImage, samples: int, steps: int):
+def sample_moments(cascade, image: TestImage, samples: int, steps: int, decoding: bool = True):
+    """Mean and standard deviation of the samples; for 8-bit renderings (decoded as ``auto`` decodes
+    them) and ``decoding``, the standard deviation also holds the guessed decoding's variance, as the
+    raster pipeline's uncertainty output does."""
     settings = sampler_settings(cascade, "dpmpp", steps)
-    draws = np.stack([reconstruct(cascade, image.rgb, settings, seed=k, valid=image.valid).full
-                      for k in range(samples)])
-    return draws.mean(axis=0), draws.std(axis=0, ddof=1)
+
+    def moments(rgb):
+        draws = np.stack([reconstruct(cascade, rgb, settings, seed=k, valid=image.valid).full
+                          for k in range(samples)])
+        return draws.mean(axis=0), draws.var(axis=0, ddof=1)
+
+    mean, variance = moments(image.rgb)
+    if decoding and image.encoding in EIGHT_BIT_ENCODINGS:
+        variance = variance + decoding_variance(mean, moments(as_linear_stretch(image.rgb))[0])
+    return mean, np.sqrt(variance)
 
 
 def normalised_errors(image: TestImage, mean: np.ndarray, std: np.ndarray):
@@ -77,7 +95,7 @@ def band_factors(z_by_scene: Dict[str, List[np.ndarray]], bands: int, covered_by
     return np.array([float(np.percentile(np.concatenate(v), 68.27)) if v else 1.0 for v in values])
 
 
-def reliability_png(rows: List[dict], calibrated: List[dict], path: Path) -> None:
+def reliability_png(rows: List[dict], calibrated: List[dict], path: Path, raw_label: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,7 +103,7 @@ def reliability_png(rows: List[dict], calibrated: List[dict], path: Path) -> Non
 
     fig, axis = plt.subplots(figsize=(5, 5))
     axis.plot([0, 1], [0, 1], color="grey", ls="--", label="ideal")
-    axis.plot(NOMINAL, np.mean([r["reliability"] for r in rows], axis=0), "o-", label="raw K-sample std")
+    axis.plot(NOMINAL, np.mean([r["reliability"] for r in rows], axis=0), "o-", label=raw_label)
     axis.plot(NOMINAL, np.mean([r["reliability"] for r in calibrated], axis=0), "s-",
               label="calibrated (leave-one-scene-out)")
     axis.set_xlabel("nominal coverage of the central interval")
@@ -99,7 +117,11 @@ def reliability_png(rows: List[dict], calibrated: List[dict], path: Path) -> Non
 def write_table(result: dict, out: Path) -> None:
     lines = ["# Uncertainty calibration on held-out scenes", "",
              f"Command: `{result['command']}`. {result['samples']} DPM-Solver++ samples ({result['steps']} steps) per "
-             "image from the model trained without the scene (benchmarks.generalisation).", "",
+             "image from the model trained without the scene (benchmarks.generalisation); "
+             + ("the samples' spread alone." if result.get("without_decoding") else
+                "for the 8-bit renderings (srgb8, stretch8) the spread also holds the difference from the "
+                "estimate of the input read as a linear stretch (the guessed decoding), as the raster "
+                "pipeline's uncertainty output does for 8-bit input under auto radiometry."), "",
              "| scene | camera | encoding | raw 68 % | raw 95 % | calibrated 68 % | calibrated 95 % | Spearman |",
              "|---|---|---|---|---|---|---|---|"]
     for raw, cal in zip(result["raw"], result["calibrated"]):
@@ -111,6 +133,11 @@ def write_table(result: dict, out: Path) -> None:
               f"{np.mean([r['coverage68'] for r in result['calibrated']]):.1%} | "
               f"{np.mean([r['coverage95'] for r in result['calibrated']]):.1%} | "
               f"{np.mean([r['spearman'] for r in result['raw']]):.2f} |", "",
+              f"Distance of the reliability curve from the diagonal (mean |measured - nominal| over images and "
+              f"levels): raw {result['reliability_miss']['raw']:.3f}, calibrated "
+              f"{result['reliability_miss']['calibrated']:.3f}. The bundle's `uncertainty_scale` "
+              + ("holds the factors fitted on all four scenes." if result["bundle_calibrated"] else
+                 "is left empty: the fitted factors do not bring held-out scenes nearer the diagonal."), "",
               "![reliability diagram](reliability.png)", ""]
     (out / "README.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps(result, indent=1))
@@ -123,6 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--held-out", nargs="*", default=list(HELD_OUT))
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--without-decoding", action="store_true",
+                        help="the samples' spread alone, without the guessed 8-bit decoding's variance")
     parser.add_argument("--write-bundle", action="store_true",
                         help="store the factors fitted on all held-out scenes in the default bundle")
     args = parser.parse_args(argv)
@@ -133,7 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         images[scene] = test_images(args.work / f"without-{scene}.json", scene)
         z_by_scene[scene], covered_by_scene[scene] = [], []
         for image in images[scene]:
-            z, spread, error = normalised_errors(image, *sample_moments(cascade, image, args.samples, args.steps))
+            moments = sample_moments(cascade, image, args.samples, args.steps, not args.without_decoding)
+            z, spread, error = normalised_errors(image, *moments)
             z_by_scene[scene].append(z)
             covered_by_scene[scene].append(image.covered)
             stats[(scene, image.camera, image.encoding)] = (z, spread, error)
@@ -150,18 +180,33 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     everything = band_factors(z_by_scene, bands, covered_by_scene, args.held_out)
     command = " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": f"python -m benchmarks.calibration {command}".strip(), "samples": args.samples,
-              "steps": args.steps, "raw": raw_rows, "calibrated": calibrated, "factors": everything.tolist()}
-    reliability_png(raw_rows, calibrated, args.out / "reliability.png")
+              "steps": args.steps, "without_decoding": args.without_decoding, "raw": raw_rows,
+              "calibrated": calibrated, "factors": everything.tolist()}
+    result["reliability_miss"] = {"raw": reliability_miss(raw_rows), "calibrated": reliability_miss(calibrated)}
+    result["bundle_calibrated"] = result["reliability_miss"]["calibrated"] < result["reliability_miss"]["raw"]
+    reliability_png(raw_rows, calibrated, args.out / "reliability.png",
+                    "raw: K-sample std" + ("" if args.without_decoding else " (+ guessed 8-bit decoding)"))
     write_table(result, args.out)
     if args.write_bundle:
-        config = read_config(default_bundle_path())
-        config = replace(config, uncertainty_scale=tuple(round(float(f), 4) for f in everything))
-        config.validate()
-        path = default_bundle_path() / CONFIG_NAME
-        data = json.loads(path.read_text())
-        data["uncertainty_scale"] = list(config.uncertainty_scale)
-        path.write_text(json.dumps(data, indent=2))
-        print(f"uncertainty_scale written to {path}")
+        write_bundle_factors(everything if result["bundle_calibrated"] else None)
+
+
+def reliability_miss(rows: List[dict]) -> float:
+    """Mean over the images and the nominal levels of |measured - nominal coverage|: how far the
+    reliability curve lies from the diagonal."""
+    return float(np.mean([np.abs(np.array(row["reliability"]) - NOMINAL) for row in rows]))
+
+
+def write_bundle_factors(factors: Optional[np.ndarray]) -> None:
+    """Store the factors in the default bundle, or remove its calibration (None): factors that do not
+    bring held-out scenes nearer the diagonal than the raw spread would only add a fitted number."""
+    scale = None if factors is None else tuple(round(float(f), 4) for f in factors)
+    replace(read_config(default_bundle_path()), uncertainty_scale=scale).validate()
+    path = default_bundle_path() / CONFIG_NAME
+    data = json.loads(path.read_text())
+    data["uncertainty_scale"] = None if scale is None else list(scale)
+    path.write_text(json.dumps(data, indent=2))
+    print(f"uncertainty_scale {'written to' if scale else 'removed from'} {path}")
 
 
 if __name__ == "__main__":

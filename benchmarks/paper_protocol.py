@@ -151,7 +151,8 @@ def prepare_fold(fold: int, seed: int, args, scene_path: Path, device: str, log)
                               log_sigma_mean=args.log_sigma_mean, log_sigma_std=args.log_sigma_std,
                               parameterisation=args.parameterisation, mean_network=means[0],
                               stage2_mean_network=means[1],
-                              stage2_condition_source="stage1_mean" if args.mean_anchored else "truth")
+                              stage2_condition_source="stage1_mean" if args.mean_anchored else "truth",
+                              stage2_condition_noise=args.stage2_condition_noise if args.mean_anchored else 0.0)
     rgb_model = torch.from_numpy(NORMALISATION.to_model(test_cube[list(RGB_BANDS)]))[None].float().to(device)
     return FoldRun(fold, seed, args, device, log, config, training, TrainingSet(config, train_scenes),
                    [scene.cube for scene in train_scenes], test_cube, rgb_model)
@@ -518,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mean-anchored stages: each diffusion stage (one-stage and cascade) samples the residual "
                              "around a mean network trained first (MSE + SAM) for --iterations; stage 2 trains on "
                              "stage 1's mean estimate")
+    parser.add_argument("--stage2-condition-noise", type=float, default=0.0,
+                        help="with --mean-anchored: stage 2 trains on stage 1's mean estimate plus Gaussian noise of "
+                             "this many stage-1 residual stds (conditioning augmentation, as the default model's "
+                             "recipe), so the stage-1 samples it receives at inference look like its training input")
     parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--out", default="docs/paper-protocol")
     parser.add_argument("--folds", default="0,1,2,3")

@@ -74,3 +74,23 @@ def linearise(values: np.ndarray, radiometry: Radiometry, dtype: str) -> np.ndar
     if radiometry is Radiometry.SRGB:
         return srgb_to_linear(np.asarray(values, dtype=np.float32) / _CODE_WHITE[str(dtype)])
     raise ValueError(f"resolve the radiometry '{radiometry.value}' for the raster's data type first")
+
+
+def decoding_is_guessed(radiometry, dtype: str) -> bool:
+    """Whether ``auto`` guessed the decoding: 8-bit input read as sRGB, when orthophotos and
+    quick-looks are as often a linear stretch of their 8 bits. The uncertainty output then carries the
+    difference between the two readings (``decoding_variance``)."""
+    return Radiometry.parse(radiometry) is Radiometry.AUTO and str(dtype) == "uint8"
+
+
+def as_linear_stretch(srgb_decoded: np.ndarray) -> np.ndarray:
+    """Input that ``srgb`` decoded, read instead as linear over the same range: its codes over their
+    white (0-1), so both readings share the white level."""
+    return linear_to_srgb(srgb_decoded)
+
+
+def decoding_variance(estimate: np.ndarray, alternative_estimate: np.ndarray) -> np.ndarray:
+    """The variance a guessed decoding adds to an estimate: the squared difference from the estimate
+    of the other reading (both in output units). The whole difference: which reading is right is
+    unknown, so either estimate may be off by all of it."""
+    return np.square(np.asarray(estimate, dtype=np.float64) - alternative_estimate)

@@ -192,6 +192,8 @@ def load_srf_csv(path: str | Path) -> SpectralResponse:
     the last non-numeric line before the data is taken as the header. Wavelengths in micrometres
     (a column name containing ``um``/``micro``) are converted to nm.
     """
+    # The reader lives in band_sets because the QGIS plugin loads that module alone (without the
+    # engine package, before torch) to check response files, so band_sets may import nothing from here.
     from engine.band_sets import read_csv_rows
 
     path = Path(path)

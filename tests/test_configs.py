@@ -122,6 +122,8 @@ def test_nesting_comes_from_the_type_hints():
     config = from_dict(BundleConfig, raw)
     assert isinstance(config.stage1, StageConfig) and isinstance(config.stage2.unet, UNetConfig)
     assert isinstance(config.stage1.mean_network, UNetConfig) and isinstance(config.stage1.data_std, tuple)
-    assert isinstance(config.input_wavelengths_nm, tuple) and isinstance(config.uncertainty_scale, tuple)
+    assert isinstance(config.input_wavelengths_nm, tuple)
+    calibrated = from_dict(BundleConfig, dict(raw, uncertainty_scale=[1.5] * config.band_count))
+    assert calibrated.uncertainty_scale == (1.5,) * config.band_count
     assert config == read_config(default_bundle_path())
     assert BundleConfig.from_dict(config.to_dict()) == config

@@ -323,3 +323,28 @@ def test_sharded_sensor_bands_and_integers_are_the_single_writer_output(tiny_bun
         assert vrt.dtypes == tif.dtypes and vrt.scales == tif.scales and vrt.nodata == tif.nodata == -32768
         np.testing.assert_array_equal(vrt.read(), tif.read())
         np.testing.assert_array_equal(vrt.read_masks(), tif.read_masks())
+
+
+def test_the_guessed_8_bit_decoding_reaches_the_workers(tiny_bundle, cluster, tmp_path, monkeypatch):
+    """8-bit input under auto radiometry with an uncertainty output: the workers (tile batches and
+    strips) add the linear-stretch reading's difference exactly as the in-process runner does."""
+    address, _ = cluster
+    monkeypatch.setattr(sharded, "STRIP_ROWS", 32)
+    source = tmp_path / "rgb8.tif"
+    with rasterio.open(write_rgb(tmp_path / "rgb16.tif", 88, 72, nodata_corner=False)) as wide:
+        codes = (wide.read().astype(np.float32) / 1300.0 * 255.0).clip(0, 255).astype(np.uint8)
+        profile = dict(wide.profile, dtype="uint8", nodata=None)
+    with rasterio.open(source, "w", **profile) as dst:
+        dst.write(codes)
+    choices = dict(FAST, sampler="dpmpp", steps=2, samples=2)
+    runs = {"single": dict(), "tiles": dict(cluster="local:2"), "strips": dict(cluster=address)}
+    std = {}
+    for name, extra in runs.items():
+        out = tmp_path / (f"{name}.vrt" if name == "strips" else f"{name}.tif")
+        infer_raster(source, out, model=tiny_bundle, uncertainty_output=out.with_name(f"{name}_std{out.suffix}"),
+                     **choices, **extra)
+        with rasterio.open(out.with_name(f"{name}_std{out.suffix}")) as dataset:
+            std[name] = dataset.read()
+            assert "linear stretch" in dataset.tags()["SCDM_PRODUCT"]
+    np.testing.assert_array_equal(std["tiles"], std["single"])
+    np.testing.assert_array_equal(std["strips"], std["single"])

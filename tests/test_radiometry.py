@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import InputError
-from engine.radiometry import Radiometry, linear_to_srgb, linearise, resolve, srgb_to_linear
+from engine.radiometry import (Radiometry, as_linear_stretch, decoding_is_guessed, decoding_variance, linear_to_srgb,
+                               linearise, resolve, srgb_to_linear)
 from engine.raster import io as rio
 
 
@@ -57,3 +58,21 @@ def test_the_reader_decodes_8_bit_input(tmp_path):
     np.testing.assert_allclose(decoded, srgb_to_linear(codes / 255.0), rtol=1e-6)
     np.testing.assert_array_equal(raw, codes.astype(np.float32))
     assert valid.all()
+
+
+def test_only_auto_on_8_bit_input_guesses_the_decoding():
+    assert decoding_is_guessed("auto", "uint8")
+    assert not any(decoding_is_guessed("auto", dtype) for dtype in ("uint16", "int16", "float32"))
+    assert not decoding_is_guessed("srgb", "uint8") and not decoding_is_guessed("linear", "uint8")
+
+
+def test_the_linear_stretch_reading_is_the_codes_over_their_white():
+    codes = np.arange(256, dtype=np.float32)
+    decoded = linearise(codes, Radiometry.SRGB, "uint8")
+    np.testing.assert_allclose(as_linear_stretch(decoded), codes / 255.0, atol=2e-6)
+
+
+def test_the_decoding_variance_is_the_squared_difference():
+    estimate = np.array([0.2, 0.5, 0.5], dtype=np.float32)
+    other = np.array([0.1, 0.5, 0.8], dtype=np.float32)
+    np.testing.assert_allclose(decoding_variance(estimate, other), [0.01, 0.0, 0.09], rtol=1e-6)

@@ -61,7 +61,7 @@ import rasterio
 from engine.band_sets import BandSet, resolve_band_set
 from engine.device import resolve_device
 from engine.errors import Cancelled, EngineError, InputError
-from engine.radiometry import Radiometry, resolve as resolve_radiometry
+from engine.radiometry import Radiometry, as_linear_stretch, resolve as resolve_radiometry
 from engine.raster import io as rio
 from engine.raster.blending import TileBlender
 from engine.raster.formats import OutputSpec, format_for
@@ -317,6 +317,17 @@ def _normalisation_tag(transform, stats) -> str:
     return f"offset={stats.offset:g},scale={stats.scale:g}"
 
 
+def stretch_statistics(job: PreparedRun, sample_rgb: np.ndarray, sample_valid: np.ndarray, callbacks: Callbacks):
+    """The raster's statistics read as a linear stretch (``RunnerContext.stretch_statistics``) when the
+    plan puts the guessed decoding into the uncertainty output; None otherwise."""
+    if not job.plan.uncertainty_has_decoding:
+        return None
+    callbacks.say("8-bit input read as sRGB by guess (radiometry auto): the uncertainty output also holds the "
+                  "difference from reading it as a linear stretch, which doubles the samples drawn; set the "
+                  "input values to srgb or linear when you know them")
+    return job.cascade.image_statistics(as_linear_stretch(sample_rgb), sample_valid)
+
+
 def _tags(job: PreparedRun, stats) -> dict:
     """The SCDM_* tags every output carries (their order is the order they are written in)."""
     sampler, tiling = job.plan.sampler, job.plan.tiling
@@ -425,7 +436,8 @@ class _Run:
                                    CellWriter(plan.tiling, plan.layout, cell_fill(plan.nodata, self.encoding),
                                               self.writer, plan.band_set))
         source = InputSource(job.info, job.radiometry, tuple(float(v) for v in self.fill))
-        context = RunnerContext(job.cascade, plan, self.statistics, job.device, self.callbacks, job.settings, source)
+        context = RunnerContext(job.cascade, plan, self.statistics, job.device, self.callbacks, job.settings, source,
+                                stretch_statistics(job, sample_rgb, sample_valid, self.callbacks))
         self.runner = runner_class(job.settings.runner)(context)
         self.reassembly = Reassembly(self.runner, self._deliver, in_flight_limit(self.runner, plan))
 

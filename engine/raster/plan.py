@@ -12,7 +12,9 @@ Tiling
 Channels
     A tile's result carries the full bands (the mean over samples), then the stage-1 bands if asked,
     then the per-band variance between samples if an uncertainty output is asked (written as its
-    square root, the standard deviation): ``ChannelLayout``. When the output's band set is a sensor's
+    square root, the standard deviation; for 8-bit input whose decoding ``auto`` guessed, plus the
+    squared difference from the estimate of the other reading, ``uncertainty_has_decoding``):
+    ``ChannelLayout``. When the output's band set is a sensor's
     (``engine.band_sets``), its bands are computed from the full bands as the pixels are written and
     follow the rest (``ChannelLayout.sensor``). Each output file takes one slice.
 """
@@ -26,6 +28,7 @@ from typing import Optional, Tuple
 from engine.band_sets import MODEL_GRID, BandSet
 from engine.config import BundleConfig, SamplerConfig, override_sampler
 from engine.errors import InputError
+from engine.radiometry import decoding_is_guessed
 from engine.raster.io import InputInfo, output_nodata
 from engine.raster.windows import Tile, TileGrid, border_margin, padded_size, tile_grid
 from engine.settings import InferenceSettings, check_overlap
@@ -150,6 +153,9 @@ class InferencePlan:
     batch: int
     nodata: Optional[float]
     band_set: Optional[BandSet] = None  # the output's sensor bands (None: the model's grid)
+    # The uncertainty output also holds the difference between the sRGB reading ``auto`` guessed for
+    # 8-bit input and a linear-stretch reading (``engine.radiometry.decoding_variance``).
+    uncertainty_has_decoding: bool = False
 
     @property
     def tiles_in_flight(self) -> int:
@@ -165,12 +171,13 @@ def make_plan(info: InputInfo, model: ModelFacts, settings: InferenceSettings, d
     ``settings.band_set`` must say so). Raises ``InputError`` for a model or settings that do not fit."""
     _check_model(info, model, settings, band_set)
     layout = channel_layout(model.band_count, len(model.stage1_indices), settings, band_set)
+    with_decoding = layout.uncertainty is not None and decoding_is_guessed(settings.radiometry, info.dtype)
     return InferencePlan(
         tiling=plan_tiling(info, model, settings), layout=layout, stage1_bands=model.stage1_indices,
-        outputs=plan_outputs(model, settings, layout, band_set), sampler=sampler_settings(model.sampler, settings),
-        samples=settings.samples, seed=settings.seed,
+        outputs=plan_outputs(model, settings, layout, band_set, with_decoding),
+        sampler=sampler_settings(model.sampler, settings), samples=settings.samples, seed=settings.seed,
         batch=settings.batch if settings.batch is not None else (CUDA_BATCH if device.startswith("cuda") else 1),
-        nodata=output_nodata(info), band_set=band_set,
+        nodata=output_nodata(info), band_set=band_set, uncertainty_has_decoding=with_decoding,
     )
 
 
@@ -237,7 +244,7 @@ def channel_layout(full_bands: int, stage1_bands: int, settings: InferenceSettin
 
 
 def plan_outputs(model: ModelFacts, settings: InferenceSettings, layout: ChannelLayout,
-                 band_set: Optional[BandSet] = None) -> Tuple[OutputPlan, ...]:
+                 band_set: Optional[BandSet] = None, with_decoding: bool = False) -> Tuple[OutputPlan, ...]:
     wavelengths, fwhm, samples = model.wavelengths_nm, model.fwhm_nm, settings.samples
     product = "mean of samples" if samples > 1 else "sample"
     if band_set is None:
@@ -253,5 +260,7 @@ def plan_outputs(model: ModelFacts, settings: InferenceSettings, layout: Channel
     if layout.uncertainty is not None:
         outputs.append(OutputPlan("uncertainty_output", Path(settings.uncertainty_output).expanduser(),
                                   layout.uncertainty, wavelengths, fwhm,
-                                  f"per-band standard deviation of {samples} samples"))
+                                  f"per-band standard deviation of {samples} samples"
+                                  + (" and of the 8-bit input read as sRGB or as a linear stretch" if with_decoding
+                                     else "")))
     return tuple(outputs)

@@ -52,7 +52,7 @@ from engine.raster.formats.base import OutputSpec
 from engine.raster.formats.geotiff import GeoTIFF
 from engine.raster.formats.encoding import bright_level, output_encoding
 from engine.raster.pipeline import (CellWriter, cell_fill, InferenceReport, PreparedRun, _fill_value, _statistics_sample,
-                                    _tags, read_tile)
+                                    _tags, read_tile, stretch_statistics)
 from engine.raster.plan import Tiling
 from engine.raster.reassembly import Reassembly
 from engine.raster.runners import InputSource, RunnerContext, TileJob
@@ -238,7 +238,8 @@ def run_strip(task: StripTask, payload: dc.BundlePayload, strip: Strip,
         writer = _strip_writer(task, strip, outputs)
         outcome = _StripTiles(task, strip, reader, writer, callbacks,
                               RunnerContext(cascade, task.worker.plan, task.worker.statistics, device, callbacks,
-                                            task.worker.settings)).run()
+                                            task.worker.settings,
+                                            stretch_statistics=task.worker.stretch_statistics)).run()
         if writer.pending:
             raise EngineError(f"internal error: {writer.pending} blocks of strip {strip.index} left unwritten")
         writer.close()
@@ -416,6 +417,7 @@ class ShardedRun:
         self.callbacks.tell(0.0, "reading image statistics")
         sample_rgb, sample_valid = _statistics_sample(self.reader)[:2]  # as the pipeline's _Run takes them
         self.statistics = job.cascade.image_statistics(sample_rgb, sample_valid)
+        self.stretch_statistics = stretch_statistics(job, sample_rgb, sample_valid, self.callbacks)
         self.encoding = output_encoding(job.settings.output_type, bright_level(sample_rgb, sample_valid))
         self.source = InputSource(job.info, job.radiometry,
                                   tuple(float(v) for v in _fill_value(sample_rgb, sample_valid)))
@@ -449,7 +451,7 @@ class ShardedRun:
         self.callbacks.say("the workers read their input windows themselves" if readable else
                            "the input is not readable from the workers: the client sends each strip's rows")
         worker_task = dc.WorkerTask(self.job.settings, self.plan, self.statistics, torch.get_num_threads(),
-                                    self.source, readable)
+                                    self.source, readable, self.stretch_statistics)
         task = StripTask(worker_task, self._create_folders(client), f"scdm-cancel-{uuid.uuid4().hex}")
         self.cancel_event = task.cancel_event
         payload = client.scatter(dc.bundle_payload(self.job.cascade), broadcast=True)

@@ -44,7 +44,9 @@ RADIOMETRY_HELP = (
     "display-encoded and are decoded to linear light first; anything else is taken as linear. linear: the "
     "values are proportional to light (reflectance, radiance, raw sensor values) whatever the data type. "
     "srgb: the values are sRGB-encoded over the data type's full range (8 or 16 bit). A wrong choice "
-    "shifts every spectrum: a display-encoded image read as linear looks washed out to the model.")
+    "shifts every spectrum: a display-encoded image read as linear looks washed out to the model. With auto "
+    "on 8-bit input the decoding is a guess (a stretched orthophoto is not sRGB), so the Uncertainty output "
+    "also holds the difference from reading the input as a linear stretch; choose srgb or linear when you know.")
 
 CONSISTENCY_CHOICES = ("off", "estimate", "camera file")
 CONSISTENCY_HELP = (

@@ -40,7 +40,12 @@ file (<i>.qml</i>) beside the output keeps that look when the file is opened aga
 units as the input RGB (DN stay DN, reflectance stays reflectance). Optional outputs (Advanced): the \
 <i>Stage-1 bands output</i>, and with <i>Samples</i> of 2 or more the <i>Uncertainty output</i>, the \
 per-band standard deviation between the samples in the same units (near zero with DDIM, whose result \
-hardly depends on chance: choose DPM-Solver++ with 10 or more steps for it).</p>
+hardly depends on chance: choose DPM-Solver++ with 10 or more steps for it), scaled by the model's \
+calibration (fitted so that, over held-out scenes, 68 % of the true values lie within one standard \
+deviation; scene by scene it varies widely, see the README); \
+for 8-bit input under <i>Input values</i> auto it also holds the difference between reading the input as \
+sRGB and as a linear stretch (the decoding is a guess; this doubles the time), so it is larger where the \
+two readings disagree, in dark pixels most.</p>
 <p><b>Time</b> grows with the number of pixels, the <i>Sampler steps</i> (DDPM always takes all of them, \
 hundreds of times slower than a few), the <i>Samples</i>, and doubles when the <i>Guidance scale</i> is not \
 0; the <i>Tile overlap</i> adds the shared pixels again. A CUDA GPU (<i>Device</i> auto or cuda) is tens \

@@ -62,6 +62,9 @@ class RunnerContext:
     callbacks: Callbacks
     settings: Optional[InferenceSettings] = None  # the run's settings (cluster, precision, input)
     source: Optional["InputSource"] = None  # how to read a tile's RGB, for runners whose workers read it
+    # The raster's statistics read as a linear stretch, for a plan whose uncertainty holds the guessed
+    # decoding (``InferencePlan.uncertainty_has_decoding``; ``engine.raster.pipeline.stretch_statistics``).
+    stretch_statistics: object = None
 
 
 @dataclass(frozen=True)

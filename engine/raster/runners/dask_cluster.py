@@ -233,6 +233,7 @@ class WorkerTask:
     threads: int  # torch threads, the client's
     source: Optional[InputSource]
     reads_input: bool
+    stretch_statistics: object = None  # RunnerContext.stretch_statistics
 
 
 def worker_device(task: WorkerTask) -> str:

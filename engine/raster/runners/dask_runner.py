@@ -54,7 +54,8 @@ def run_batch(task: dc.WorkerTask, payload: dc.BundlePayload, jobs: Sequence[Til
     cascade = dc.cached_cascade(payload, device)
     if task.reads_input:
         jobs = [dc.read_job_rgb(job, task.plan, task.source) for job in jobs]
-    runner = InProcessRunner(RunnerContext(cascade, task.plan, task.statistics, device, Callbacks(), task.settings))
+    runner = InProcessRunner(RunnerContext(cascade, task.plan, task.statistics, device, Callbacks(), task.settings,
+                                           stretch_statistics=task.stretch_statistics))
     runner.submit(jobs, lambda fraction: None)
     return BatchOutcome(tuple(runner.completed(wait=False)), runner.batch, runner.network_passes)
 
@@ -87,7 +88,8 @@ class DaskRunner:
         self.callbacks.say(("the workers read their input windows themselves" if readable else
                             "the input is not readable from the workers: each task carries its tiles' RGB")
                            + f"; they run torch with {threads} thread(s), as this process does")
-        self.task = dc.WorkerTask(context.settings, context.plan, context.statistics, threads, context.source, readable)
+        self.task = dc.WorkerTask(context.settings, context.plan, context.statistics, threads, context.source, readable,
+                                  context.stretch_statistics)
         self.payload = client.scatter(dc.bundle_payload(context.cascade), broadcast=True)
         self.tasks = dc.TaskSet(client, self.callbacks.cancelled)
 

@@ -8,6 +8,7 @@ accumulated in float64.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from engine.diffusion.noise import sampler_noise
 from engine.errors import EngineError
+from engine.radiometry import as_linear_stretch, decoding_variance
 from engine.raster.plan import ChannelLayout
 from engine.raster.runners import ProgressFn, RunnerContext, TileJob, TileResult
 from engine.raster.runners.precision import network_precision
@@ -107,18 +109,18 @@ class InProcessRunner:
         self.batch = max(1, self.batch // 2)
         self.context.callbacks.say(f"CUDA out of memory: batch reduced to {self.batch}")
 
-    def _condition(self, chunk: Sequence[TileJob]) -> torch.Tensor:
-        """The chunk's condition (the bundle's input transform of its RGB), padded to the network's
-        size, on the device."""
+    def _condition(self, chunk: Sequence[TileJob], stats) -> torch.Tensor:
+        """The chunk's condition (the bundle's input transform of its RGB under the raster's
+        statistics ``stats``), padded to the network's size, on the device."""
         net_h, net_w = self.plan.tiling.network_size
-        transform, stats = self.context.cascade.config.normalisation, self.context.statistics
+        transform = self.context.cascade.config.normalisation
         cond = np.stack([reflect_pad(transform.condition(job.rgb, stats), net_h, net_w) for job in chunk])
         return torch.from_numpy(cond.astype(np.float32)).to(self.context.device)
 
-    def _output_scale(self, chunk: Sequence[TileJob]):
+    def _output_scale(self, chunk: Sequence[TileJob], stats):
         """(scale, offset) from model to output units: numbers for an affine transform, a per-pixel
         scale (tiles, 1, h, w) for the chromatic one."""
-        transform, stats = self.context.cascade.config.normalisation, self.context.statistics
+        transform = self.context.cascade.config.normalisation
         scales, offsets = zip(*(transform.output_scale(job.rgb, stats) for job in chunk))
         if np.ndim(scales[0]) == 0:
             return float(scales[0]), float(offsets[0])
@@ -143,18 +145,44 @@ class InProcessRunner:
         plan, samples = self.plan, self.plan.samples
         merged = np.empty((len(chunk), plan.layout.total) + plan.tiling.tile_size, dtype=np.float32)
         moments = SampleMoments(merged, plan.layout, samples)
-        cond = self._condition(chunk)
+        cond = self._condition(chunk, self.context.statistics)
+        both_readings = plan.uncertainty_has_decoding
+        passes = 2 * samples if both_readings else samples
         for k in range(samples):
-            full, stage1 = self._draw(cond, chunk, k, lambda f, k=k: progress((k + f) / samples))
+            full, stage1 = self._draw(cond, chunk, k, lambda f, k=k: progress((k + f) / passes))
             moments.add(full, stage1)
             del full, stage1
-        scale, offset = self._output_scale(chunk)
-        moments.finish(scale, self.context.cascade.config.uncertainty_scale)
+        scale, offset = self._output_scale(chunk, self.context.statistics)
+        calibration = self.context.cascade.config.uncertainty_scale
+        moments.finish(scale, calibration)
         # model units -> output units (the variance channels are already there)
         means = merged[:, plan.layout.means]
         means *= scale
         means += offset
+        if both_readings:
+            self._add_decoding_variance(chunk, merged, calibration, lambda f: progress(0.5 + f / 2))
         return [TileResult(job.index, job.tile, merged[i]) for i, job in enumerate(chunk)]
+
+    def _add_decoding_variance(self, chunk: Sequence[TileJob], merged: np.ndarray, calibration,
+                               progress: ProgressFn) -> None:
+        """The guessed 8-bit decoding's share of the uncertainty: the chunk's mean estimate with its
+        RGB read as a linear stretch (the same K seeds), its squared difference from the estimate in
+        output units, under the same calibration as the samples' spread."""
+        plan, stats = self.plan, self.context.stretch_statistics
+        if stats is None:
+            raise EngineError("internal error: the plan adds the decoding to the uncertainty but the runner was "
+                              "given no linear-stretch statistics")
+        stretched = [dataclasses.replace(job, rgb=as_linear_stretch(job.rgb)) for job in chunk]
+        cond = self._condition(stretched, stats)
+        total = 0.0
+        for k in range(plan.samples):
+            total = total + self._draw(cond, stretched, k, lambda f, k=k: progress((k + f) / plan.samples))[0]
+        scale, offset = self._output_scale(stretched, stats)
+        alternative = total / plan.samples * scale + offset
+        variance = decoding_variance(merged[:, plan.layout.full], alternative)
+        if calibration is not None:
+            variance *= np.square(np.asarray(calibration, dtype=np.float64))[None, :, None, None]
+        merged[:, plan.layout.uncertainty] += variance.astype(np.float32)
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
