@@ -74,15 +74,22 @@ def normalised_errors(image: TestImage, mean: np.ndarray, std: np.ndarray):
     return error / spread, spread.mean(axis=0), error.mean(axis=0)
 
 
-def image_row(image: TestImage, z: np.ndarray, spread: np.ndarray, error: np.ndarray, factors=None) -> dict:
+def spread_scores(z: np.ndarray, spread: np.ndarray, error: np.ndarray) -> dict:
+    """How well a spread describes an error: the coverage of the central 68 % / 95 % Gaussian
+    intervals and the reliability curve from ``z`` (|error| / std, any shape), and the Spearman
+    correlation between a pixel's spread and its |error| (per-pixel values, e.g. means over bands)."""
     from scipy.stats import spearmanr
 
+    return {"coverage68": float(np.mean(z <= Z68)), "coverage95": float(np.mean(z <= Z95)),
+            "spearman": float(spearmanr(spread, error).correlation),
+            "reliability": [float(np.mean(z <= q)) for q in _gaussian_z(NOMINAL)]}
+
+
+def image_row(image: TestImage, z: np.ndarray, spread: np.ndarray, error: np.ndarray, factors=None) -> dict:
     if factors is not None:
         z = z / factors[:, None]
     return {"scene": image.scene, "camera": image.camera, "encoding": image.encoding,
-            "coverage68": float(np.mean(z <= Z68)), "coverage95": float(np.mean(z <= Z95)),
-            "spearman": float(spearmanr(spread, error).correlation),
-            "reliability": [float(np.mean(z <= q)) for q in _gaussian_z(NOMINAL)]}
+            **spread_scores(z, spread, error)}
 
 
 def band_factors(z_by_scene: Dict[str, List[np.ndarray]], bands: int, covered_by_scene, scenes) -> np.ndarray:

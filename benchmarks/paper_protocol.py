@@ -22,6 +22,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
+from benchmarks.calibration import spread_scores
 from benchmarks.data import HOUSTON_SCENE
 from engine.cascade import Cascade, apply_affine, make_config
 from engine.consistency import CameraResponse, project
@@ -69,13 +70,29 @@ def linear_regression(train_cubes, test_rgb):
 def mean_of_samples(draw, count: int, seed: int):
     """The average of ``count`` samples drawn with seeds seed, seed + 1, ... (``draw(seed)`` returns
     (estimate, network passes)): a Monte-Carlo estimate of the posterior mean, which a single sample
-    cannot match in RMSE (a sample's expected squared error is the mean's plus the posterior variance)."""
-    total, passes = None, 0
+    cannot match in RMSE (a sample's expected squared error is the mean's plus the posterior variance).
+    Returns (mean, standard deviation over the samples or None for one sample, network passes)."""
+    total = squares = None
+    passes = 0
     for k in range(count):
         estimate, used = draw(seed + k)
+        estimate = estimate.double()
         total = estimate if total is None else total + estimate
+        squares = estimate ** 2 if squares is None else squares + estimate ** 2
         passes += used
-    return total / count, passes
+    mean = total / count
+    std = None if count < 2 else ((squares - count * mean ** 2) / (count - 1)).clamp(min=0).sqrt()
+    return mean.float(), None if std is None else std.float(), passes
+
+
+def uncertainty_scores(reference: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
+    """The K-sample spread against the error of their mean on the held-out quadrant (the input
+    bands excluded, as the table's metrics): benchmarks.calibration's coverage and rank correlation."""
+    kept = [b for b in range(reference.shape[0]) if b not in RGB_BANDS]
+    truth, mean, std = (a[kept].reshape(len(kept), -1) for a in (reference, mean, std))
+    error, spread = np.abs(truth - mean), np.maximum(std, 1e-12)
+    scores = spread_scores(error / spread, spread.mean(axis=0), error.mean(axis=0))
+    return {"coverage68": scores["coverage68"], "coverage95": scores["coverage95"], "spearman": scores["spearman"]}
 
 
 def paper_sampler(guidance: float, pdt: bool = True) -> SamplerConfig:
@@ -321,9 +338,12 @@ def run_fold(fold: int, seed: int, args, scene_path: Path, device: str, log) -> 
         timings[label] = {"train_s": round(seconds * iterations / (2 * args.iterations), 1)}
     for label, (draw, count, train_timing) in diffusion_runs(run, cascade, one_stage, timings).items():
         started = time.time()
-        estimate, passes = mean_of_samples(draw, count, seed)
+        estimate, std, passes = mean_of_samples(draw, count, seed)
         estimates[label] = run.estimate_in_units(estimate)
         timings[label] = {**train_timing, "sample_s": round(time.time() - started, 1), "network_passes": passes}
+        if std is not None:
+            spread = std[0].cpu().numpy() * NORMALISATION.scale  # the affine normalisation's scale only
+            timings[label].update(uncertainty_scores(run.test_cube, estimates[label], spread))
         log(f"fold {fold}, seed {seed}: {label} sampled in {timings[label]['sample_s']} s")
     estimates.update(rgb_consistent(run, estimates, timings))
     results = {label: {**_metrics(run.test_cube, estimate), **timings.get(label, {})}
@@ -376,7 +396,7 @@ def summarise(units: list) -> dict:
             by_seed = [np.mean([u["results"][m]["rmse"] for u in have if u["seed"] == sd]) for sd in complete]
             row["rmse_seed_std"] = float(np.std(by_seed, ddof=1))
         row["seeds"] = len(seeds)
-        for extra in ("train_s", "sample_s", "network_passes"):
+        for extra in ("train_s", "sample_s", "network_passes", "coverage68", "coverage95", "spearman"):
             values = [u["results"][m][extra] for u in have if u["results"][m].get(extra) is not None]
             if values:
                 row[extra] = float(np.mean(values))
@@ -450,6 +470,20 @@ def _table_rows(units: list, table: dict) -> list:
         cells = " | ".join(f"{r['folds'][f]['rmse']:.1f} / {r['folds'][f]['sam']:.4f}" if f in r["folds"] else ""
                            for f in folds)
         lines.append(f"| {m} | {cells} |")
+    return lines + [""] + _uncertainty_rows(table)
+
+
+def _uncertainty_rows(table: dict) -> list:
+    """The K-sample spread of the mean-of-K rows against the error of their mean on the held-out
+    quadrants (benchmarks.calibration's measures; no calibration fitted)."""
+    rows = [(m, r) for m, r in table.items() if "coverage68" in r]
+    if not rows:
+        return []
+    lines = ["## Uncertainty on the held-out quadrants (K-sample std against the error of their mean)", "",
+             "Nominal 68 % / 95 %: the share of values within 1 / 1.96 standard deviations of the mean (input "
+             "bands excluded); Spearman: a pixel's mean std against its mean |error|. Mean over the folds.", "",
+             "| method | 68 % interval | 95 % interval | Spearman |", "|---|---|---|---|"]
+    lines += [f"| {m} | {r['coverage68']:.1%} | {r['coverage95']:.1%} | {r['spearman']:.2f} |" for m, r in rows]
     return lines + [""]
 
 

@@ -66,6 +66,30 @@ def test_one_fold_at_a_toy_budget_writes_every_row(tmp_path, capsys):
     assert "| single-shot network, 6 iterations, ensemble of 2 seeds |" in table
     assert (out / "per_band_psnr.png").stat().st_size > 10_000
     assert (out / "spectral_profiles.png").stat().st_size > 10_000
+    # The mean-of-K rows carry the spread's coverage; rows of one sample do not.
+    scores = results["cascade, fast sampler, mean of 2 samples"]
+    assert 0.0 <= scores["coverage68"] <= scores["coverage95"] <= 1.0 and -1.0 <= scores["spearman"] <= 1.0
+    assert "coverage68" not in results["cascade, fast sampler, one sample"]
+    assert "## Uncertainty on the held-out quadrants" in table
+
+
+def test_the_sample_spread_and_its_coverage_in_closed_form():
+    import numpy as np
+    import torch
+
+    from benchmarks.paper_protocol import RGB_BANDS, mean_of_samples, uncertainty_scores
+
+    draws = {0: torch.full((1, 2, 1, 3), 1.0), 1: torch.full((1, 2, 1, 3), 3.0)}
+    mean, std, passes = mean_of_samples(lambda seed: (draws[seed], 5), 2, 0)
+    assert torch.allclose(mean, torch.full_like(mean, 2.0)) and passes == 10
+    assert torch.allclose(std, torch.full_like(std, 2 ** 0.5))  # unbiased: sqrt(((1-2)^2 + (3-2)^2) / 1)
+    assert mean_of_samples(lambda seed: (draws[seed], 5), 1, 0)[1] is None
+    bands = max(RGB_BANDS) + 2
+    reference = np.zeros((bands, 1, 4))
+    estimate = np.zeros_like(reference)
+    estimate[:, 0, :] = [0.5, 1.5, 2.5, 0.0]  # |error| / std = 0.5, 1.5, 2.5, 0 with std 1
+    scores = uncertainty_scores(reference, estimate, np.ones_like(reference))
+    assert scores["coverage68"] == pytest.approx(0.5) and scores["coverage95"] == pytest.approx(0.75)
 
 
 def test_rgb_consistent_rows_make_the_input_bands_exact_and_leave_the_rest():
