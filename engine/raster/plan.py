@@ -14,9 +14,9 @@ Channels
     then the per-band variance between samples if an uncertainty output is asked (written as its
     square root, the standard deviation; for 8-bit input whose decoding ``auto`` guessed, plus the
     squared difference from the estimate of the other reading, ``uncertainty_has_decoding``):
-    ``ChannelLayout``. When the output's band set is a sensor's
-    (``engine.band_sets``), its bands are computed from the full bands as the pixels are written and
-    follow the rest (``ChannelLayout.sensor``). Each output file takes one slice.
+    ``ChannelLayout``. When the output's band set is a sensor's (``engine.band_sets``), its bands are
+    computed from the full bands as the pixels are written and follow the rest
+    (``ChannelLayout.sensor``). Each output file takes one slice.
 """
 
 from __future__ import annotations
