@@ -29,15 +29,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks.generalisation import HELD_OUT, REPO, TestImage, test_images
+from benchmarks.generalisation import ENCODINGS, HELD_OUT, REPO, TestImage, test_images
 from engine.bundle import CONFIG_NAME, default_bundle_path, load_bundle, read_config
 from engine.evaluate import reconstruct, sampler_settings
 from engine.radiometry import as_linear_stretch, decoding_variance
 
 Z68, Z95 = 1.0, 1.959964
-# benchmarks.generalisation.encode's 8-bit renderings, decoded as auto decodes 8-bit input: by a guess
-# (engine.radiometry.decoding_is_guessed)
-EIGHT_BIT_ENCODINGS = ("srgb8", "stretch8")
+# benchmarks.generalisation.encode's 8-bit renderings (all but "linear"), decoded as auto decodes 8-bit
+# input: by a guess (engine.radiometry.decoding_is_guessed)
+EIGHT_BIT_ENCODINGS = tuple(encoding for encoding in ENCODINGS if encoding != "linear")
 NOMINAL = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.8, 0.9, 0.95])
 
 

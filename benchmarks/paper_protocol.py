@@ -72,17 +72,10 @@ def mean_of_samples(draw, count: int, seed: int):
     (estimate, network passes)): a Monte-Carlo estimate of the posterior mean, which a single sample
     cannot match in RMSE (a sample's expected squared error is the mean's plus the posterior variance).
     Returns (mean, standard deviation over the samples or None for one sample, network passes)."""
-    total = squares = None
-    passes = 0
-    for k in range(count):
-        estimate, used = draw(seed + k)
-        estimate = estimate.double()
-        total = estimate if total is None else total + estimate
-        squares = estimate ** 2 if squares is None else squares + estimate ** 2
-        passes += used
-    mean = total / count
-    std = None if count < 2 else ((squares - count * mean ** 2) / (count - 1)).clamp(min=0).sqrt()
-    return mean.float(), None if std is None else std.float(), passes
+    estimates, passes = zip(*(draw(seed + k) for k in range(count)))
+    stacked = torch.stack(estimates).double()
+    std = stacked.std(dim=0).float() if count > 1 else None  # unbiased (ddof 1)
+    return stacked.mean(dim=0).float(), std, sum(passes)
 
 
 def uncertainty_scores(reference: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict:
@@ -92,7 +85,7 @@ def uncertainty_scores(reference: np.ndarray, mean: np.ndarray, std: np.ndarray)
     truth, mean, std = (a[kept].reshape(len(kept), -1) for a in (reference, mean, std))
     error, spread = np.abs(truth - mean), np.maximum(std, 1e-12)
     scores = spread_scores(error / spread, spread.mean(axis=0), error.mean(axis=0))
-    return {"coverage68": scores["coverage68"], "coverage95": scores["coverage95"], "spearman": scores["spearman"]}
+    return {key: scores[key] for key in ("coverage68", "coverage95", "spearman")}
 
 
 def paper_sampler(guidance: float, pdt: bool = True) -> SamplerConfig:
