@@ -62,6 +62,9 @@ def test_a_guessed_8_bit_decoding_widens_the_spread_and_leaves_the_mean(tmp_path
     np.testing.assert_allclose(std_auto, expected, rtol=2e-3, atol=1e-6)
     assert np.mean(std_auto > std_srgb * 1.01) > 0.5
     assert "linear stretch" in product_auto and "linear stretch" not in product_srgb
+    # the second reading never depends on which other outputs were asked for
+    _, std_with_stage1, _ = _run(cascade, source, tmp_path, "auto_stage1", stage1_output=tmp_path / "stage1.tif")
+    np.testing.assert_array_equal(std_with_stage1, std_auto)
 
 
 def test_a_calibration_of_the_wrong_length_is_refused():

@@ -126,9 +126,10 @@ class InProcessRunner:
             return float(scales[0]), float(offsets[0])
         return np.stack(scales)[:, None], float(offsets[0])
 
-    def _draw(self, cond: torch.Tensor, chunk: Sequence[TileJob], k: int, progress: ProgressFn):
-        """Sample ``k`` of every tile of the chunk: full and (if an output wants them) stage-1 bands,
-        cropped to the tile, as numpy arrays."""
+    def _draw(self, cond: torch.Tensor, chunk: Sequence[TileJob], k: int, progress: ProgressFn,
+              want_stage1: bool = True):
+        """Sample ``k`` of every tile of the chunk: full and (if an output wants them and
+        ``want_stage1``) stage-1 bands, cropped to the tile, as numpy arrays."""
         tile_h, tile_w = self.plan.tiling.tile_size
         noise = sampler_noise(self.plan.seed + k, cond, [job.origin for job in chunk],
                               per_pixel=self.context.cascade.config.context_radius == 0)
@@ -137,7 +138,7 @@ class InProcessRunner:
                                               cancel=self.context.callbacks.cancel)
         self.network_passes += out.network_passes * len(chunk)
         full = out.full[:, :, :tile_h, :tile_w].float().cpu().numpy()
-        want_stage1 = self.plan.layout.stage1 is not None
+        want_stage1 = want_stage1 and self.plan.layout.stage1 is not None
         stage1 = out.stage1[:, :, :tile_h, :tile_w].float().cpu().numpy() if want_stage1 else None
         return full, stage1
 
@@ -174,9 +175,10 @@ class InProcessRunner:
                               "given no linear-stretch statistics")
         stretched = [dataclasses.replace(job, rgb=as_linear_stretch(job.rgb)) for job in chunk]
         cond = self._condition(stretched, stats)
-        total = 0.0
+        total = np.zeros(merged[:, plan.layout.full].shape, np.float64)  # float64: K float32 draws summed
         for k in range(plan.samples):
-            total = total + self._draw(cond, stretched, k, lambda f, k=k: progress((k + f) / plan.samples))[0]
+            total += self._draw(cond, stretched, k, lambda f, k=k: progress((k + f) / plan.samples),
+                                want_stage1=False)[0]
         scale, offset = self._output_scale(stretched, stats)
         alternative = total / plan.samples * scale + offset
         variance = decoding_variance(merged[:, plan.layout.full], alternative)
