@@ -95,21 +95,27 @@ def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
     return linearise(codes, resolve(Radiometry.AUTO, "uint8"), "uint8").astype(np.float32)
 
 
+def absolute_recipe(recipe: dict, recipe_dir: Path) -> dict:
+    """The recipe with its scene and response paths made absolute, so a copy written elsewhere
+    trains on the same data."""
+    scenes = [{**spec, "path": str((recipe_dir / spec["path"]).resolve())} for spec in recipe["scenes"]]
+    return {**recipe, "scenes": scenes, "srf_dir": str((recipe_dir / recipe["srf_dir"]).resolve())}
+
+
 def recipe_without(recipe: dict, recipe_dir: Path, held_out: str, out_dir: Path, budget: dict) -> Path:
     """The recipe with one scene held out (EnMAP: its southern rows), paths made absolute; written
     to ``out_dir`` and returned."""
+    recipe = absolute_recipe(recipe, recipe_dir)
     scenes = []
     for spec in recipe["scenes"]:
-        path = (recipe_dir / spec["path"]).resolve()
-        spec = {**spec, "path": str(path)}
+        path = Path(spec["path"])
         if path.stem == held_out and held_out == ENMAP:
             rows = load_scene(path).cube.shape[1]
-            spec["rows"] = [0, int(rows * ENMAP_TRAINING_SHARE)]
+            spec = {**spec, "rows": [0, int(rows * ENMAP_TRAINING_SHARE)]}
         elif path.stem == held_out:
             continue
         scenes.append(spec)
-    changed = {**recipe, **budget, "scenes": scenes, "srf_dir": str((recipe_dir / recipe["srf_dir"]).resolve()),
-               "output": str(out_dir / f"without-{held_out}")}
+    changed = {**recipe, **budget, "scenes": scenes, "output": str(out_dir / f"without-{held_out}")}
     path = out_dir / f"without-{held_out}.json"
     path.write_text(json.dumps(changed, indent=1))
     return path
@@ -187,21 +193,27 @@ def scores(image: TestImage, estimate: np.ndarray) -> dict:
             "gain": gain}
 
 
+def train_or_reuse(recipe_path: Path, earlier: Optional[str], reuse: bool, log) -> Path:
+    """The bundle the recipe at ``recipe_path`` names, trained; or, when ``reuse`` and the recipe's
+    text equals ``earlier`` (the text that was there before it was written) and the bundle exists,
+    the one an earlier run trained."""
+    bundle = Path(json.loads(recipe_path.read_text())["output"])
+    if reuse and earlier == recipe_path.read_text() and (bundle / "config.json").exists():
+        log(f"{recipe_path.stem}: reusing {bundle}")
+        return bundle
+    started = time.time()
+    bundle = Path(train(recipe_path, show_progress=False)["output"])
+    log(f"{recipe_path.stem}: trained in {time.time() - started:.0f} s")
+    return bundle
+
+
 def held_out_model(recipe_file: Path, held_out: str, out_dir: Path, budget: dict, reuse: bool, log) -> Path:
     """The recipe trained without the scene (an earlier run's bundle when ``reuse`` and its recipe is
     the same)."""
     recipe = json.loads(recipe_file.read_text())
     previous = out_dir / f"without-{held_out}.json"
     earlier = previous.read_text() if previous.exists() else None
-    recipe_path = recipe_without(recipe, recipe_file.parent, held_out, out_dir, budget)
-    bundle = out_dir / f"without-{held_out}"
-    if reuse and earlier == recipe_path.read_text() and (bundle / "config.json").exists():
-        log(f"{held_out}: reusing {bundle}")
-        return bundle
-    started = time.time()
-    bundle = Path(train(recipe_path, show_progress=False)["output"])
-    log(f"{held_out}: trained in {time.time() - started:.0f} s")
-    return bundle
+    return train_or_reuse(recipe_without(recipe, recipe_file.parent, held_out, out_dir, budget), earlier, reuse, log)
 
 
 def held_out_rows(recipe_file: Path, shipped: Path, held_out: str, out_dir: Path, budget: dict, reuse: bool,
@@ -220,14 +232,16 @@ def held_out_rows(recipe_file: Path, shipped: Path, held_out: str, out_dir: Path
     return rows
 
 
-def _read_rgbn(path: Path):
+def read_rgbn(path: Path):
+    """rgbn.tif's RGB, decoded as ``auto`` decodes 8-bit input, and its near-infrared codes."""
     with rasterio.open(path) as dataset:
         codes = dataset.read().astype(np.float32)
     rgb = linearise(codes[:3], resolve(Radiometry.AUTO, "uint8"), "uint8")
     return rgb, codes[3]
 
 
-def _infer_file(bundle: Path, rgbn: Path, out: Path) -> np.ndarray:
+def infer_file(bundle: Path, rgbn: Path, out: Path) -> np.ndarray:
+    """The product's output for ``rgbn`` at the bundle's default settings, written to ``out``."""
     from engine.raster import infer_raster
 
     infer_raster(str(rgbn), str(out), model=str(bundle))
@@ -240,18 +254,21 @@ def nir_mean(cube: np.ndarray, wavelengths_nm: Sequence[float]) -> np.ndarray:
     return cube[(wavelengths >= NIR_RANGE_NM[0]) & (wavelengths <= NIR_RANGE_NM[1])].mean(axis=0)
 
 
+def nir_r(cube: np.ndarray, wavelengths_nm: Sequence[float], nir: np.ndarray) -> float:
+    """Pearson r between the cube's 760-900 nm mean and the real near-infrared band."""
+    return float(np.corrcoef(nir_mean(cube, wavelengths_nm).ravel(), nir.ravel())[0, 1])
+
+
 def rgbn_rows(recipe_file: Path, shipped: Path, rgbn: Path, work_dir: Path, out_dir: Path, log) -> List[dict]:
-    rgb, nir = _read_rgbn(rgbn)
+    rgb, nir = read_rgbn(rgbn)
     grid = bundle_config_from_training(load_training_config(recipe_file)).wavelengths_nm
     estimates = {"linear floor": LinearFloor(recipe_file)(rgb, np.ones(nir.shape, bool)),
-                 "previous bundle (scdm-v1)": _infer_file(PREVIOUS, rgbn, work_dir / "rgbn_previous.tif"),
-                 "default bundle": _infer_file(shipped, rgbn, work_dir / "rgbn_default.tif")}
+                 "previous bundle (scdm-v1)": infer_file(PREVIOUS, rgbn, work_dir / "rgbn_previous.tif"),
+                 "default bundle": infer_file(shipped, rgbn, work_dir / "rgbn_default.tif")}
     rows, pictures = [], {}
     for method, cube in estimates.items():
-        predicted = nir_mean(cube, grid)
-        pictures[method] = predicted
-        rows.append({"method": method, "nir_r": float(np.corrcoef(predicted.ravel(), nir.ravel())[0, 1]),
-                     "min": float(cube.min())})
+        pictures[method] = nir_mean(cube, grid)
+        rows.append({"method": method, "nir_r": nir_r(cube, grid, nir), "min": float(cube.min())})
         log(json.dumps(rows[-1]))
     quicklook(rgb, nir, pictures, out_dir / "rgbn_nir.png")
     return rows
@@ -311,7 +328,7 @@ def write_table(result: dict, out_dir: Path) -> None:
              "(`--recipe`, default configs/default_model.json) without the test scene, "
              f"trained {result['budget']['mean_iterations']} mean-network and {result['budget']['iterations']} "
              "diffusion iterations per stage; the 'shipped default' and 'default bundle' rows are the `--bundle` "
-             "model (default: the bundled one), trained longer on every scene. MPSNR after one least-squares gain "
+             "model (default: the bundled one), trained on every scene. MPSNR after one least-squares gain "
              "per image; SAM in radians over the bands the scene covers.", "", ""] + _held_out_lines(result["held_out"])
     lines += ["", "## rgbn.tif: real 8-bit orthophoto with a real near-infrared band", "",
               "| method | r (760-900 nm mean vs real NIR) | output minimum |", "|---|---|---|"]
