@@ -207,22 +207,35 @@ def train_or_reuse(recipe_path: Path, earlier: Optional[str], reuse: bool, log) 
     return bundle
 
 
-def held_out_model(recipe_file: Path, held_out: str, out_dir: Path, budget: dict, reuse: bool, log) -> Path:
+@dataclass(frozen=True)
+class HeldOutProtocol:
+    """One run's settings: ``recipe`` trains the held-out models (and fits the linear floor) at
+    ``budget`` (mean_iterations / iterations) into ``work_dir``, reusing earlier bundles when
+    ``reuse``; ``shipped`` is the model of the in-sample rows."""
+
+    recipe: Path
+    shipped: Path
+    work_dir: Path
+    budget: Dict[str, int]
+    reuse: bool
+
+
+def held_out_model(protocol: HeldOutProtocol, held_out: str, log) -> Path:
     """The recipe trained without the scene (an earlier run's bundle when ``reuse`` and its recipe is
     the same)."""
-    recipe = json.loads(recipe_file.read_text())
-    previous = out_dir / f"without-{held_out}.json"
+    recipe = json.loads(protocol.recipe.read_text())
+    previous = protocol.work_dir / f"without-{held_out}.json"
     earlier = previous.read_text() if previous.exists() else None
-    return train_or_reuse(recipe_without(recipe, recipe_file.parent, held_out, out_dir, budget), earlier, reuse, log)
+    recipe_path = recipe_without(recipe, protocol.recipe.parent, held_out, protocol.work_dir, protocol.budget)
+    return train_or_reuse(recipe_path, earlier, protocol.reuse, log)
 
 
-def held_out_rows(recipe_file: Path, shipped: Path, held_out: str, out_dir: Path, budget: dict, reuse: bool,
-                  log) -> List[dict]:
-    bundle = held_out_model(recipe_file, held_out, out_dir, budget, reuse, log)
-    recipe_path = out_dir / f"without-{held_out}.json"
+def held_out_rows(protocol: HeldOutProtocol, held_out: str, log) -> List[dict]:
+    bundle = held_out_model(protocol, held_out, log)
+    recipe_path = protocol.work_dir / f"without-{held_out}.json"
     methods = {"linear floor": LinearFloor(recipe_path), "previous bundle (scdm-v1, in-sample)":
                model_reconstructor(PREVIOUS), "default recipe, scene held out": model_reconstructor(bundle),
-               "shipped default (in-sample)": model_reconstructor(shipped)}
+               "shipped default (in-sample)": model_reconstructor(protocol.shipped)}
     rows = []
     for image in test_images(recipe_path, held_out):
         for method, run in methods.items():
@@ -364,8 +377,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     result = previous_result(args.out)
     result["commands"] = result.get("commands", []) + [f"python -m benchmarks.generalisation {command}".strip()]
     result["budget"] = budget
+    protocol = HeldOutProtocol(args.recipe, args.bundle, args.work, budget, args.reuse)
     for scene in args.held_out:  # a re-run of some scenes replaces their rows and keeps the others
-        rows = held_out_rows(args.recipe, args.bundle, scene, args.work, budget, args.reuse, log)
+        rows = held_out_rows(protocol, scene, log)
         result["held_out"] = [row for row in result["held_out"] if row["scene"] != scene] + rows
         write_table(result, args.out)
     if args.rgbn.exists():
