@@ -151,7 +151,7 @@ def _library_lines(config) -> list:
 
 
 def _canopy_text(config) -> str:
-    synthetic = [entry for entry in (config.training or {}).get("scenes", []) if "share" in entry]
+    synthetic = [entry for entry in config.training.get("scenes", []) if "share" in entry]
     if not (synthetic and synthetic[0].get("canopy_structure")):
         return ""
     return (" Tree crowns carry their own shade, lit by light the leaves scattered (dark in the visible, "
