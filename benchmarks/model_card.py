@@ -145,17 +145,22 @@ def _library_lines(config) -> list:
     listed = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
     return ["", f"Spectral library (earthlib, MIT; {sum(counts.values())} reflectance spectra): {listed}. "
             "Synthetic scenes place these materials, mixtures of them, and water taken from the real scenes in "
-            "aerial layouts (fields, roofs, roads, tree crowns, shadows)." + _canopy_text(config),
+            "aerial layouts (fields, roofs, roads, tree crowns, shadows)." + _layout_text(config),
             "Radiance scenes (Houston CASI DN) are converted to reflectance by an empirical line on the scene's "
             "own dark and bright pixels before rendering."]
 
 
-def _canopy_text(config) -> str:
+def _layout_text(config) -> str:
     synthetic = [entry for entry in config.training.get("scenes", []) if "share" in entry]
-    if not (synthetic and synthetic[0].get("canopy_structure")):
-        return ""
-    return (" Tree crowns carry their own shade, lit by light the leaves scattered (dark in the visible, "
-            "bright in the near-infrared), and a quarter of the scenes hold a dense stand of crowns.")
+    options = synthetic[0] if synthetic else {}
+    text = ""
+    if options.get("canopy_structure"):
+        text += (" Tree crowns carry their own shade, lit by light the leaves scattered (dark in the visible, "
+                 "bright in the near-infrared), and a quarter of the scenes hold a dense stand of crowns.")
+    if options.get("urban_share"):
+        text += (f" {options['urban_share']:.0%} of the synthetic scenes are towns: impervious ground, roofs "
+                 "casting shadows, roads, lawns and street trees.")
+    return text
 
 
 def _simulation_text(config) -> str:

@@ -108,14 +108,16 @@ def scene_source(scene: Scene, config: BundleConfig, radiance: bool, library: Op
 @dataclass(frozen=True)
 class ImagingSetOptions:
     """How renderings are drawn: ``synthetic_share`` of them from synthetic scenes of
-    ``synthetic_size`` px (crowns with their own shade and dense stands when ``canopy_structure``); a
-    pool of ``pool`` renderings of which ``refresh`` are replaced per batch."""
+    ``synthetic_size`` px (crowns with their own shade and dense stands when ``canopy_structure``;
+    ``urban_share`` of them laid out as a town); a pool of ``pool`` renderings of which ``refresh`` are
+    replaced per batch."""
 
     synthetic_share: float = 0.5
     synthetic_size: int = 64
     pool: int = 48
     refresh: int = 4
     canopy_structure: bool = False
+    urban_share: float = 0.0
 
 
 class ImagingTrainingSet:
@@ -131,7 +133,7 @@ class ImagingTrainingSet:
         self.config, self.sources, self.cameras, self.options = config, list(sources), list(cameras), options
         self.synthetic = None if library is None else \
             SyntheticScenes(library.filled(), water_spectra(self.sources), config.wavelengths_nm,
-                            options.canopy_structure)
+                            options.canopy_structure, options.urban_share)
         self.library_covered = None if library is None else library.covered
         self._rng = np.random.default_rng([seed, 71])
         self.pool: List[Rendering] = [self._render(self._rng) for _ in range(options.pool)]
@@ -140,7 +142,8 @@ class ImagingTrainingSet:
         scenes = [{"scene": s.name, "size": list(s.valid.shape), "bands_covered": int(s.covered.sum())}
                   for s in self.sources]
         return scenes + [{"scene": "synthetic (spectral library)", "share": self.options.synthetic_share,
-                          "canopy_structure": self.options.canopy_structure}]
+                          "canopy_structure": self.options.canopy_structure,
+                          "urban_share": self.options.urban_share}]
 
     def _source(self, rng: np.random.Generator):
         if self.synthetic is not None and (rng.random() < self.options.synthetic_share or not self.sources):

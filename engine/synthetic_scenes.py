@@ -14,6 +14,12 @@ shade, and that shade is lit by light the sunlit leaves scattered, which has the
 shape. So a crown darkens in the visible, where leaves absorb, and keeps its near-infrared, where they
 scatter (the reason dense forest is dark green in a photograph and bright in the near-infrared). Some
 scenes then hold a dense stand of crowns (an orchard, a plantation, a forest edge).
+
+With ``urban_share`` that share of the scenes is a town rather than countryside: an impervious
+background (pavement or roofs), blocks of roofs with the shadows buildings cast, more roads, lawns
+and street trees. Grey, flat spectra then make up a share of the pixels near what an urban scene
+holds; the rural layout alone teaches that a grey pixel is mostly a mixture of vegetation and soil,
+and so puts a red edge under asphalt and concrete.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from engine.spectral_library import SpectralLibrary
 # (material, probability) of the background cover and of parcels
 BACKGROUNDS = (("vegetation", 0.5), ("soil", 0.35), ("npv", 0.15))
 PARCELS = (("vegetation", 0.45), ("soil", 0.3), ("npv", 0.1), ("built", 0.15))
+URBAN_BACKGROUNDS = (("road", 0.4), ("built", 0.4), ("vegetation", 0.2))
+URBAN_PARCELS = (("vegetation", 0.45), ("built", 0.35), ("soil", 0.1), ("npv", 0.1))
 
 
 def smooth_field(rng: np.random.Generator, shape: Tuple[int, int], sigma: float) -> np.ndarray:
@@ -60,9 +68,25 @@ def _rectangles(rng, layout: Layout, count: int, sizes: Tuple[int, int], table) 
         layout.materials.append(table if isinstance(table, str) else _choose(rng, table))
 
 
-def _roads(rng, layout: Layout) -> None:
+def _buildings(rng, layout: Layout, count: int) -> None:
+    """Roofs of ``count`` buildings, each casting its shadow to the same side (one sun)."""
     size = layout.labels.shape[0]
-    for _ in range(rng.integers(0, 3)):
+    height = rng.uniform(1, max(1.5, size / 16))  # a typical shadow length, in pixels
+    roofs = np.zeros_like(layout.shadow)
+    for _ in range(count):
+        h, w = rng.integers(3, max(4, size // 4), size=2)
+        r, c = rng.integers(0, max(1, size - h)), rng.integers(0, max(1, size - w))
+        offset = int(round(height * rng.uniform(0.5, 1.5)))
+        layout.shadow[r + offset:r + h + offset, c + offset:c + w + offset] = True
+        roofs[r:r + h, c:c + w] = True
+        layout.labels[r:r + h, c:c + w] = len(layout.materials)
+        layout.materials.append("built")
+    layout.shadow &= ~roofs  # a roof is lit even where a neighbour's shadow would fall at ground level
+
+
+def _roads(rng, layout: Layout, most: int = 2) -> None:
+    size = layout.labels.shape[0]
+    for _ in range(rng.integers(0, most + 1)):
         width = int(rng.integers(2, 6))
         start = int(rng.integers(0, max(1, size - width)))
         if rng.random() < 0.5:
@@ -91,11 +115,16 @@ def _crowns(rng, layout: Layout, count: int) -> None:
         layout.materials.append("tree")
 
 
-def make_layout(rng: np.random.Generator, size: int, dense_stands: bool = False) -> Layout:
-    layout = Layout(np.zeros((size, size), np.int32), [_choose(rng, BACKGROUNDS)], np.zeros((size, size), bool))
-    _rectangles(rng, layout, int(rng.integers(0, 8)), (size // 8, size // 2), PARCELS)
-    _rectangles(rng, layout, int(rng.integers(0, 12)), (3, size // 6), "built")
-    _roads(rng, layout)
+def make_layout(rng: np.random.Generator, size: int, dense_stands: bool = False, urban: bool = False) -> Layout:
+    backgrounds = URBAN_BACKGROUNDS if urban else BACKGROUNDS
+    layout = Layout(np.zeros((size, size), np.int32), [_choose(rng, backgrounds)], np.zeros((size, size), bool))
+    _rectangles(rng, layout, int(rng.integers(0, 8)), (size // 8, size // 2), URBAN_PARCELS if urban else PARCELS)
+    if urban:
+        _buildings(rng, layout, int(rng.integers(6, 30)))
+        _roads(rng, layout, most=4)
+    else:
+        _rectangles(rng, layout, int(rng.integers(0, 12)), (3, size // 6), "built")
+        _roads(rng, layout)
     if rng.random() < 0.25:
         water = smooth_field(rng, (size, size), size / 6) > rng.uniform(1.0, 2.0)
         layout.labels[water] = len(layout.materials)
@@ -120,9 +149,11 @@ def crown_shading(spectra: np.ndarray, sunlit_share: np.ndarray) -> np.ndarray:
 class SyntheticScenes:
     """Draws (C, size, size) reflectance cubes from a spectral library and water spectra."""
 
-    def __init__(self, library: SpectralLibrary, water: np.ndarray, wavelengths_nm, canopy_structure: bool = False):
+    def __init__(self, library: SpectralLibrary, water: np.ndarray, wavelengths_nm, canopy_structure: bool = False,
+                 urban_share: float = 0.0):
         self.wavelengths = np.asarray(wavelengths_nm, dtype=np.float32)
         self.canopy_structure = canopy_structure
+        self.urban_share = urban_share
         self.pools = {name: library.group(name) for name in ("vegetation", "soil", "npv", "built", "road")}
         self.pools["tree"] = self.pools["vegetation"]
         self.pools["water"] = np.asarray(water, dtype=np.float32)
@@ -143,7 +174,8 @@ class SyntheticScenes:
         return np.clip(level + 0.1 * smooth_field(rng, (size, size), rng.uniform(0.5, 2)), 0.05, 1.0)
 
     def make(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        layout = make_layout(rng, size, dense_stands=self.canopy_structure)
+        urban = self.urban_share > 0 and rng.random() < self.urban_share
+        layout = make_layout(rng, size, dense_stands=self.canopy_structure, urban=urban)
         cube = np.zeros((size, size, len(self.wavelengths)), np.float32)
         for label, material in enumerate(layout.materials):
             mask = layout.labels == label

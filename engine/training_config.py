@@ -103,10 +103,19 @@ class TrainingConfig(StrictConfig):
     # Synthetic tree crowns with their own shade (dark in the visible, bright in the near-infrared)
     # and dense stands; see engine.synthetic_scenes.
     canopy_structure: bool = False
+    # The share of synthetic scenes laid out as a town (impervious ground, roofs with their
+    # shadows, lawns and street trees) rather than countryside; see engine.synthetic_scenes.
+    urban_share: float = 0.0
     rendering_pool: int = 48
     rendering_refresh: int = 4
     # Fine-tuning: a bundle whose networks (of this recipe's shapes) the training starts from.
     init_from: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("synthetic_share", "urban_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a share, between 0 and 1 (got {getattr(self, name)})")
 
     def mean_network_for(self, stage: int) -> Optional[UNetConfig]:
         return (self.stage2_mean_network or self.mean_network) if stage == 2 else self.mean_network
@@ -125,7 +134,10 @@ def load_training_config(path) -> TrainingConfig:
         raise InputError(f"training config {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"training config {path} is not valid JSON: {exc}") from None
+    where = f"training config {path}"
     try:
-        return from_dict(TrainingConfig, raw, f"training config {path}", relative_to=path.parent)
+        return from_dict(TrainingConfig, raw, where, relative_to=path.parent)
     except ValueError as exc:
-        raise InputError(str(exc)) from None
+        # from_dict names the file; a check across fields (__post_init__) does not know it
+        message = str(exc)
+        raise InputError(message if message.startswith(where) else f"{where}: {message}") from None

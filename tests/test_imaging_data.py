@@ -177,3 +177,33 @@ def test_synthetic_scenes_are_reproducible_and_physical():
         np.testing.assert_array_equal(first, generator.make(np.random.default_rng(9), 32))
         assert first.shape == (WAVELENGTHS.size, 32, 32)
         assert np.isfinite(first).all() and first.min() >= 0 and first.max() < 1.5
+
+
+def _grey_share(urban_share: float, scenes: int = 24) -> float:
+    """The share of pixels whose near-infrared is at most 1.2 x their visible (roofs, pavement, shade)."""
+    water = np.full((2, WAVELENGTHS.size), 0.02, np.float32)
+    generator = SyntheticScenes(_library(), water, WAVELENGTHS, urban_share=urban_share)
+    shares = []
+    for seed in range(scenes):
+        cube = generator.make(np.random.default_rng(seed), 48)
+        ratio = cube[NEAR_INFRARED].mean(axis=0) / cube[VISIBLE].mean(axis=0)
+        shares.append(np.mean(ratio <= 1.2))
+    return float(np.mean(shares))
+
+
+def test_urban_scenes_are_mostly_grey_and_rural_ones_mostly_not():
+    rural, urban = _grey_share(0.0), _grey_share(1.0)
+    assert rural < 0.35 < 0.5 < urban
+    assert rural < _grey_share(0.4) < urban
+
+
+def test_urban_layouts_are_mostly_impervious_with_shadows_and_rural_ones_are_not():
+    for seed in range(12):
+        layout = make_layout(np.random.default_rng(seed), 48, urban=True)
+        built = np.isin(layout.labels, [i for i, m in enumerate(layout.materials) if m == "built"])
+        impervious = built | np.isin(layout.labels, [i for i, m in enumerate(layout.materials) if m == "road"])
+        assert impervious.mean() > 0.3
+        assert layout.shadow.any()
+    rural = [make_layout(np.random.default_rng(seed), 48) for seed in range(12)]
+    assert np.mean([np.isin(l.labels, [i for i, m in enumerate(l.materials) if m in ("built", "road")]).mean()
+                    for l in rural]) < 0.3
