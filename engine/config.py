@@ -385,7 +385,10 @@ class Normalisation(StrictConfig):
     once per raster; "chromatic": the condition is the pixel's colour after per-channel dark-object
     subtraction (``dark_percentile``) and white point (``white_percentile``), and the output is the
     network's value times the pixel's brightness (at least ``brightness_floor`` x the image's white),
-    so spectra come out in the input's scale and never negative.
+    so spectra come out in the input's scale and never negative. With ``brightness_input`` false the
+    chromatic condition's brightness channel is held at 0: the network then maps colour alone, as
+    the linear floor of benchmarks.generalisation does, and cannot learn how a training scene's
+    materials rank in brightness against its white (which another scene does not share).
     """
 
     kind: Literal["fixed", "rgb_percentile", "chromatic"] = "fixed"
@@ -396,6 +399,7 @@ class Normalisation(StrictConfig):
     dark_percentile: float = 1.0
     white_percentile: float = 99.0
     brightness_floor: float = 0.02
+    brightness_input: bool = True
 
     @property
     def condition_channels(self) -> int:
@@ -416,7 +420,10 @@ class Normalisation(StrictConfig):
     def condition(self, rgb: np.ndarray, stats: ImageStatistics) -> np.ndarray:
         """(3, H, W) RGB -> (condition_channels, H, W) network condition."""
         if self.kind == "chromatic":
-            return chromatic_condition(rgb, stats)
+            condition = chromatic_condition(rgb, stats)
+            if not self.brightness_input:
+                condition[3] = 0.0  # the channel stays, so networks keep their shapes across recipes
+            return condition
         return (rgb - stats.offset) / stats.scale
 
     def output_scale(self, rgb: np.ndarray, stats: ImageStatistics):

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import ImagingConditions, houston_grid
+from engine.config import ImagingConditions, Normalisation, houston_grid
 from engine.imaging_data import DARK_TARGET, empirical_line
-from engine.input_transform import (LOG_BRIGHTNESS_FLOOR, chromatic_condition, chromatic_scale,
+from engine.input_transform import (LOG_BRIGHTNESS_FLOOR, ImageStatistics, chromatic_condition, chromatic_scale,
                                     chromatic_statistics)
 from engine.radiometry import linear_to_srgb, srgb_to_linear
 from engine.rgb_simulation import camera_on_grid, random_camera, simulate_rgb, with_ir_cut
@@ -207,3 +207,20 @@ def test_urban_layouts_are_mostly_impervious_with_shadows_and_rural_ones_are_not
     rural = [make_layout(np.random.default_rng(seed), 48) for seed in range(12)]
     assert np.mean([np.isin(l.labels, [i for i, m in enumerate(l.materials) if m in ("built", "road")]).mean()
                     for l in rural]) < 0.3
+
+
+def test_without_the_brightness_input_the_condition_is_the_colour_alone():
+    rng = np.random.default_rng(3)
+    rgb = rng.uniform(0.02, 0.9, size=(3, 16, 16)).astype(np.float32)
+    with_brightness = Normalisation(kind="chromatic")
+    colour_only = Normalisation(kind="chromatic", brightness_input=False)
+    stats = with_brightness.statistics(rgb)
+    full, colour = with_brightness.condition(rgb, stats), colour_only.condition(rgb, stats)
+    np.testing.assert_array_equal(colour[:3], full[:3])
+    assert np.ptp(full[3]) > 1.0 and not colour[3].any()
+    # without a dark level, the same colour at half the brightness gives the same condition
+    no_dark = ImageStatistics(white=stats.white, white_level=stats.white_level)
+    dimmer = rgb.copy()
+    dimmer[:, :8] *= 0.5
+    np.testing.assert_allclose(colour_only.condition(dimmer, no_dark)[:, :8],
+                               colour_only.condition(rgb, no_dark)[:, :8], rtol=1e-5)
