@@ -110,7 +110,8 @@ class ImagingSetOptions:
     """How renderings are drawn: ``synthetic_share`` of them from synthetic scenes of
     ``synthetic_size`` px (crowns with their own shade and dense stands when ``canopy_structure``;
     ``urban_share`` of them laid out as a town); a pool of ``pool`` renderings of which ``refresh`` are
-    replaced per batch."""
+    replaced per batch; each rendering's brightness channel shifted by a Gaussian of std
+    ``brightness_jitter`` (log units)."""
 
     synthetic_share: float = 0.5
     synthetic_size: int = 64
@@ -118,6 +119,7 @@ class ImagingSetOptions:
     refresh: int = 4
     canopy_structure: bool = False
     urban_share: float = 0.0
+    brightness_jitter: float = 0.0
 
 
 class ImagingTrainingSet:
@@ -168,7 +170,12 @@ class ImagingTrainingSet:
         linear = transform.statistics(camera.render(cube), valid)
         target = cube * np.float32(stats.white_level / linear.white_level) / scale[None]
         weight = np.square(scale / np.float32(stats.white_level))
-        return Rendering(transform.condition(rgb, stats), target.astype(np.float32), weight.astype(np.float32),
+        condition = transform.condition(rgb, stats)
+        if self.options.brightness_jitter > 0:
+            # one shift per rendering: a pixel's brightness against the scene's white keeps its order
+            # within the scene but stops naming a material across scenes
+            condition[3] += np.float32(rng.normal(0.0, self.options.brightness_jitter))
+        return Rendering(condition, target.astype(np.float32), weight.astype(np.float32),
                          valid, covered.astype(np.float32))
 
     def batch(self, size: int, crop: int, rng: np.random.Generator) -> Crops:

@@ -499,7 +499,8 @@ def training_data(config: TrainingConfig, bundle: BundleConfig):
     sources = [scene_source(scene, bundle, spec.units == "radiance", library) for scene, spec in zip(scenes, config.scenes)]
     cameras = training_cameras(config.rgb, config.srf_dir, bundle.wavelengths_nm)
     options = ImagingSetOptions(config.synthetic_share, config.synthetic_size, config.rendering_pool,
-                                config.rendering_refresh, config.canopy_structure, config.urban_share)
+                                config.rendering_refresh, config.canopy_structure, config.urban_share,
+                                config.brightness_jitter)
     return ImagingTrainingSet(bundle, sources, library, cameras, options, config.seed)
 
 

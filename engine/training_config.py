@@ -106,6 +106,8 @@ class TrainingConfig(StrictConfig):
     # The share of synthetic scenes laid out as a town (impervious ground, roofs with their
     # shadows, lawns and street trees) rather than countryside; see engine.synthetic_scenes.
     urban_share: float = 0.0
+    # Std (log units) of a per-rendering shift of the chromatic condition's brightness channel.
+    brightness_jitter: float = 0.0
     rendering_pool: int = 48
     rendering_refresh: int = 4
     # Fine-tuning: a bundle whose networks (of this recipe's shapes) the training starts from.
@@ -116,6 +118,8 @@ class TrainingConfig(StrictConfig):
         for name in ("synthetic_share", "urban_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a share, between 0 and 1 (got {getattr(self, name)})")
+        if self.brightness_jitter < 0:
+            raise ValueError(f"brightness_jitter is a standard deviation, at least 0 (got {self.brightness_jitter})")
 
     def mean_network_for(self, stage: int) -> Optional[UNetConfig]:
         return (self.stage2_mean_network or self.mean_network) if stage == 2 else self.mean_network

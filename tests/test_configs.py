@@ -84,6 +84,7 @@ def _write(tmp_path: Path, **fields) -> Path:
     ({"grid": "hyspex"}, "(grid): unknown grid 'hyspex': use houston"),
     ({"grid": [500, 600]}, "(grid): expected one of 'houston' or an object, got list [500, 600]"),
     ({"normalisation": {"kind": "minmax"}}, "unknown kind 'minmax': use fixed or rgb_percentile"),    ({"urban_share": 1.5}, "urban_share is a share, between 0 and 1 (got 1.5)"),
+    ({"brightness_jitter": -0.5}, "brightness_jitter is a standard deviation, at least 0 (got -0.5)"),
 ])
 def test_a_bad_training_config_is_refused_by_name(tmp_path, fields, message):
     path = _write(tmp_path, **fields)
@@ -127,3 +128,12 @@ def test_nesting_comes_from_the_type_hints():
     assert calibrated.uncertainty_scale == (1.5,) * config.band_count
     assert config == read_config(default_bundle_path())
     assert BundleConfig.from_dict(config.to_dict()) == config
+
+
+def test_the_default_recipe_is_the_one_its_leave_scene_out_table_measured():
+    """docs/generalisation/ was measured with configs/urban_model.json (the held-out bundles are
+    keyed by recipe text); the default must stay the same recipe under another name."""
+    default, measured = (json.loads((REPO_ROOT / "configs" / name).read_text())
+                         for name in ("default_model.json", "urban_model.json"))
+    naming = {"name", "output", "description"}
+    assert {k: v for k, v in default.items() if k not in naming} == {k: v for k, v in measured.items() if k not in naming}

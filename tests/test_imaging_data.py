@@ -224,3 +224,29 @@ def test_without_the_brightness_input_the_condition_is_the_colour_alone():
     dimmer[:, :8] *= 0.5
     np.testing.assert_allclose(colour_only.condition(dimmer, no_dark)[:, :8],
                                colour_only.condition(rgb, no_dark)[:, :8], rtol=1e-5)
+
+
+def _first_rendering(brightness_jitter: float):
+    from conftest import REPO_ROOT
+    from engine.imaging_data import ImagingSetOptions, ImagingTrainingSet, SceneSource
+    from engine.train import bundle_config_from_training
+    from engine.training_config import load_training_config
+
+    config = bundle_config_from_training(load_training_config(REPO_ROOT / "configs" / "default_model.json"))
+    camera = camera_on_grid(_gaussian_response((600, 540, 460)), config.wavelengths_nm)
+    options = ImagingSetOptions(synthetic_share=1.0, synthetic_size=24, pool=1, refresh=1,
+                                brightness_jitter=brightness_jitter)
+    # a real scene only as the source of water spectra (synthetic_share 1: it is never rendered)
+    cube = np.repeat(np.repeat(_leaf(1.0)[:, None, None], 8, axis=1), 8, axis=2).astype(np.float32)
+    cube[:, :4] = np.where(WAVELENGTHS < 700, 0.05, 0.01)[:, None, None] * np.linspace(0.5, 1.0, 32).reshape(4, 8)
+    water = SceneSource("pond", cube, np.ones((8, 8), bool), np.ones(WAVELENGTHS.size, bool), WAVELENGTHS)
+    return ImagingTrainingSet(config, [water], _library(), [camera], options, seed=5).pool[0]
+
+
+def test_brightness_jitter_shifts_a_renderings_brightness_channel_as_a_whole_and_nothing_else():
+    plain, jittered = _first_rendering(0.0), _first_rendering(0.7)
+    np.testing.assert_array_equal(jittered.cond[:3], plain.cond[:3])
+    np.testing.assert_array_equal(jittered.target, plain.target)
+    shift = jittered.cond[3] - plain.cond[3]
+    assert abs(float(shift.mean())) > 1e-3
+    np.testing.assert_allclose(shift, shift.mean(), atol=1e-5)
