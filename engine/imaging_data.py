@@ -145,7 +145,8 @@ class ImagingTrainingSet:
                   for s in self.sources]
         return scenes + [{"scene": "synthetic (spectral library)", "share": self.options.synthetic_share,
                           "canopy_structure": self.options.canopy_structure,
-                          "urban_share": self.options.urban_share}]
+                          "urban_share": self.options.urban_share,
+                          "brightness_jitter": self.options.brightness_jitter}]
 
     def _source(self, rng: np.random.Generator):
         if self.synthetic is not None and (rng.random() < self.options.synthetic_share or not self.sources):
