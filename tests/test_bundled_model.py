@@ -75,7 +75,11 @@ def test_the_bundled_model_output_does_not_depend_on_the_tiling(bundled, tmp_pat
         pipeline.infer_raster(src, out, model=bundled, tile=tile, overlap=overlap, device="cpu")
         with rasterio.open(out) as ds:
             cubes.append(ds.read())
-    assert np.allclose(cubes[0], cubes[1], rtol=1e-4, atol=1e-6) and np.allclose(cubes[0], cubes[2], rtol=1e-4, atol=1e-6)
+    # float32 rounding differs with the batch's shape; where the mean and the residual nearly cancel
+    # (a dark band of a dark pixel) it is relative to the raster's values, not to the small result
+    atol = 1e-6 * float(np.abs(cubes[0]).max())
+    for other in cubes[1:]:
+        np.testing.assert_allclose(other, cubes[0], rtol=1e-4, atol=atol)
 
 
 def test_no_bright_rim_at_the_raster_border(tmp_path):
