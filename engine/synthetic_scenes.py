@@ -25,7 +25,7 @@ and so puts a red edge under asphalt and concrete.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -59,28 +59,30 @@ class Layout:
     shadow: np.ndarray
 
 
-def _rectangles(rng, layout: Layout, count: int, sizes: Tuple[int, int], table) -> None:
+def _rectangles(rng, layout: Layout, count: int, sizes: Tuple[int, int], table,
+                shadow_length: Optional[float] = None) -> np.ndarray:
+    """Paint ``count`` rectangles of a material (``table``: a name, or (name, probability) pairs
+    drawn per rectangle); with ``shadow_length`` (px) each casts its shadow to the same side (one
+    sun). Returns the painted pixels."""
     size = layout.labels.shape[0]
+    painted = np.zeros_like(layout.shadow)
     for _ in range(count):
         h, w = rng.integers(sizes[0], max(sizes[0] + 1, sizes[1]), size=2)
         r, c = rng.integers(0, max(1, size - h)), rng.integers(0, max(1, size - w))
+        if shadow_length is not None:
+            offset = int(round(shadow_length * rng.uniform(0.5, 1.5)))
+            layout.shadow[r + offset:r + h + offset, c + offset:c + w + offset] = True
+        painted[r:r + h, c:c + w] = True
         layout.labels[r:r + h, c:c + w] = len(layout.materials)
         layout.materials.append(table if isinstance(table, str) else _choose(rng, table))
+    return painted
 
 
 def _buildings(rng, layout: Layout, count: int) -> None:
-    """Roofs of ``count`` buildings, each casting its shadow to the same side (one sun)."""
+    """Roofs of ``count`` buildings, each casting its shadow to the same side."""
     size = layout.labels.shape[0]
     height = rng.uniform(1, max(1.5, size / 16))  # a typical shadow length, in pixels
-    roofs = np.zeros_like(layout.shadow)
-    for _ in range(count):
-        h, w = rng.integers(3, max(4, size // 4), size=2)
-        r, c = rng.integers(0, max(1, size - h)), rng.integers(0, max(1, size - w))
-        offset = int(round(height * rng.uniform(0.5, 1.5)))
-        layout.shadow[r + offset:r + h + offset, c + offset:c + w + offset] = True
-        roofs[r:r + h, c:c + w] = True
-        layout.labels[r:r + h, c:c + w] = len(layout.materials)
-        layout.materials.append("built")
+    roofs = _rectangles(rng, layout, count, (3, size // 4), "built", shadow_length=height)
     layout.shadow &= ~roofs  # a roof is lit even where a neighbour's shadow would fall at ground level
 
 

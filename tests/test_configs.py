@@ -83,7 +83,8 @@ def _write(tmp_path: Path, **fields) -> Path:
     ({"stages": [1, 3]}, "(stages.1): unknown stages 3: use 1 or 2"),
     ({"grid": "hyspex"}, "(grid): unknown grid 'hyspex': use houston"),
     ({"grid": [500, 600]}, "(grid): expected one of 'houston' or an object, got list [500, 600]"),
-    ({"normalisation": {"kind": "minmax"}}, "unknown kind 'minmax': use fixed or rgb_percentile"),    ({"urban_share": 1.5}, "urban_share is a share, between 0 and 1 (got 1.5)"),
+    ({"normalisation": {"kind": "minmax"}}, "unknown kind 'minmax': use fixed or rgb_percentile"),
+    ({"urban_share": 1.5}, "urban_share is a share, between 0 and 1 (got 1.5)"),
     ({"brightness_jitter": -0.5}, "brightness_jitter is a standard deviation, at least 0 (got -0.5)"),
 ])
 def test_a_bad_training_config_is_refused_by_name(tmp_path, fields, message):

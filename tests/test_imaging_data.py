@@ -10,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import ImagingConditions, Normalisation, houston_grid
-from engine.imaging_data import DARK_TARGET, empirical_line
+from conftest import REPO_ROOT
+from engine.imaging_data import DARK_TARGET, ImagingSetOptions, ImagingTrainingSet, SceneSource, empirical_line
 from engine.input_transform import (LOG_BRIGHTNESS_FLOOR, ImageStatistics, chromatic_condition, chromatic_scale,
                                     chromatic_statistics)
 from engine.radiometry import linear_to_srgb, srgb_to_linear
 from engine.rgb_simulation import camera_on_grid, random_camera, simulate_rgb, with_ir_cut
 from engine.spectral import SpectralResponse
 from engine.spectral_library import SpectralLibrary
+from engine.train import bundle_config_from_training
+from engine.training_config import load_training_config
 from engine.synthetic_scenes import SyntheticScenes, crown_shading, make_layout
 
 WAVELENGTHS = np.asarray(houston_grid())
@@ -197,16 +200,18 @@ def test_urban_scenes_are_mostly_grey_and_rural_ones_mostly_not():
     assert rural < _grey_share(0.4) < urban
 
 
+def _impervious_share(layout) -> float:
+    impervious = [label for label, material in enumerate(layout.materials) if material in ("built", "road")]
+    return float(np.isin(layout.labels, impervious).mean())
+
+
 def test_urban_layouts_are_mostly_impervious_with_shadows_and_rural_ones_are_not():
     for seed in range(12):
         layout = make_layout(np.random.default_rng(seed), 48, urban=True)
-        built = np.isin(layout.labels, [i for i, m in enumerate(layout.materials) if m == "built"])
-        impervious = built | np.isin(layout.labels, [i for i, m in enumerate(layout.materials) if m == "road"])
-        assert impervious.mean() > 0.3
+        assert _impervious_share(layout) > 0.3
         assert layout.shadow.any()
     rural = [make_layout(np.random.default_rng(seed), 48) for seed in range(12)]
-    assert np.mean([np.isin(l.labels, [i for i, m in enumerate(l.materials) if m in ("built", "road")]).mean()
-                    for l in rural]) < 0.3
+    assert np.mean([_impervious_share(layout) for layout in rural]) < 0.3
 
 
 def test_without_the_brightness_input_the_condition_is_the_colour_alone():
@@ -227,11 +232,6 @@ def test_without_the_brightness_input_the_condition_is_the_colour_alone():
 
 
 def _first_rendering(brightness_jitter: float):
-    from conftest import REPO_ROOT
-    from engine.imaging_data import ImagingSetOptions, ImagingTrainingSet, SceneSource
-    from engine.train import bundle_config_from_training
-    from engine.training_config import load_training_config
-
     config = bundle_config_from_training(load_training_config(REPO_ROOT / "configs" / "default_model.json"))
     camera = camera_on_grid(_gaussian_response((600, 540, 460)), config.wavelengths_nm)
     options = ImagingSetOptions(synthetic_share=1.0, synthetic_size=24, pool=1, refresh=1,
