@@ -15,6 +15,8 @@ decoded as the product decodes them), and reconstructed by:
 - the shipped default bundle, which like the previous bundle saw the scene in training (in-sample).
 Scores: SAM over the bands the scene covers, and MPSNR after one least-squares gain per image (the
 three methods output different units: the previous bundle's are the training scenes' mixed units).
+``--label NAME --held-out-only`` adds another recipe's held-out models beside these rows (e.g. the previous
+bundle's recipe, configs/multiscale_v1.json, trained without each scene at its own budget).
 
 The real-sensor row runs the product (``engine.raster.infer_raster``) on rgbn.tif, an 8-bit RGB orthophoto
 with a real near-infrared band 4, and correlates the 760-900 nm mean with it, for the linear floor
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -54,6 +57,7 @@ PREVIOUS = REPO / "benchmarks" / "models" / "scdm-v1"
 RGBN = REPO / "runs" / "demo" / "rgbn.tif"  # fetched by scripts/demo.sh
 ENMAP = "enmap_potsdam_tiles_mosaic"
 HELD_OUT = ("muufl_casi72", "vegetation_aviris224", "urban_hydice162", ENMAP)
+HELD_OUT_LABEL = "default recipe, scene held out"
 ENMAP_TRAINING_SHARE = 0.6  # the northern 60 % of the mosaic's rows train, the rest is tested
 NIR_RANGE_NM = (760.0, 900.0)
 Reconstructor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -218,6 +222,8 @@ class HeldOutProtocol:
     work_dir: Path
     budget: Dict[str, int]
     reuse: bool
+    label: str = HELD_OUT_LABEL
+    held_out_only: bool = False
 
 
 def held_out_model(protocol: HeldOutProtocol, held_out: str, log) -> Path:
@@ -233,9 +239,11 @@ def held_out_model(protocol: HeldOutProtocol, held_out: str, log) -> Path:
 def held_out_rows(protocol: HeldOutProtocol, held_out: str, log) -> List[dict]:
     bundle = held_out_model(protocol, held_out, log)
     recipe_path = protocol.work_dir / f"without-{held_out}.json"
-    methods = {"linear floor": LinearFloor(recipe_path), "previous bundle (scdm-v1, in-sample)":
-               model_reconstructor(PREVIOUS), "default recipe, scene held out": model_reconstructor(bundle),
-               "shipped default (in-sample)": model_reconstructor(protocol.shipped)}
+    methods = {protocol.label: model_reconstructor(bundle)}
+    if not protocol.held_out_only:
+        methods = {"linear floor": LinearFloor(recipe_path), "previous bundle (scdm-v1, in-sample)":
+                   model_reconstructor(PREVIOUS), **methods,
+                   "shipped default (in-sample)": model_reconstructor(protocol.shipped)}
     rows = []
     for image in test_images(recipe_path, held_out):
         for method, run in methods.items():
@@ -327,6 +335,10 @@ def _mean_lines(rows: List[dict]) -> List[str]:
 def _held_out_lines(rows: List[dict]) -> List[str]:
     if not rows:
         return ["No held-out scenes in these runs (`--held-out` named none): the rgbn.tif check only."]
+    # rows that later runs added (another recipe's) sit beside their scene's rendering
+    scenes = list(dict.fromkeys(row["scene"] for row in rows))
+    renderings = list(dict.fromkeys((row["camera"], row["encoding"]) for row in rows))
+    rows = sorted(rows, key=lambda row: (scenes.index(row["scene"]), renderings.index((row["camera"], row["encoding"]))))
     lines = _mean_lines(rows) + ["", "Every rendering:", "",
                                  "| scene | camera | encoding | method | SAM | MPSNR (dB) | gain |",
                                  "|---|---|---|---|---|---|---|"]
@@ -334,15 +346,21 @@ def _held_out_lines(rows: List[dict]) -> List[str]:
                     f"{row['sam']:.4f} | {row['mpsnr']:.2f} | {row['gain']:.3g} |" for row in rows]
 
 
+def _held_out_model_text(models: Dict[str, dict]) -> str:
+    """Which recipe and budget trained each held-out method's models."""
+    return "; ".join(f"'{label}': `{spec['recipe']}` without the test scene, {spec['mean_iterations']} mean-network "
+                     f"and {spec['iterations']} diffusion iterations per stage" for label, spec in models.items())
+
+
 def write_table(result: dict, out_dir: Path) -> None:
     commands = ", then ".join(f"`{c}`" for c in result["commands"])
     lines = ["# Generalisation: leave-scene-out and real-sensor check", "",
-             f"Commands: {commands} (a later run replaces the rows it measures). Held-out models: the recipe "
-             "(`--recipe`, default configs/default_model.json) without the test scene, "
-             f"trained {result['budget']['mean_iterations']} mean-network and {result['budget']['iterations']} "
-             "diffusion iterations per stage; the 'shipped default' and 'default bundle' rows are the `--bundle` "
-             "model (default: the bundled one), trained on every scene. MPSNR after one least-squares gain "
-             "per image; SAM in radians over the bands the scene covers.", "", ""] + _held_out_lines(result["held_out"])
+             f"Commands: {commands} (a later run replaces the rows it measures). Held-out models (a recipe's "
+             f"mean-network budget applies only where it has mean networks): "
+             f"{_held_out_model_text(result['held_out_models'])}. The 'shipped default' and 'default bundle' rows "
+             "are the `--bundle` model (default: the bundled one), trained on every scene. MPSNR after one "
+             "least-squares gain per image; SAM in radians over the bands the scene covers.", "", ""]
+    lines += _held_out_lines(result["held_out"])
     lines += ["", "## rgbn.tif: real 8-bit orthophoto with a real near-infrared band", "",
               "| method | r (760-900 nm mean vs real NIR) | output minimum |", "|---|---|---|"]
     lines += [f"| {row['method']} | {row['nir_r']:.3f} | {row['min']:.4g} |" for row in result["rgbn"]]
@@ -366,6 +384,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="the model in the 'shipped default' and 'default bundle' rows (default: the bundled model)")
     parser.add_argument("--reuse", action="store_true",
                         help="use the held-out bundles of an earlier run with the same recipe instead of training")
+    parser.add_argument("--label", default=HELD_OUT_LABEL, help="the held-out models' method name in the table")
+    parser.add_argument("--held-out-only", action="store_true",
+                        help="measure the held-out models only (no linear floor, bundles or rgbn.tif rows), "
+                             "e.g. another recipe beside the default's")
     args = parser.parse_args(argv)
     # absolute: the held-out recipes name their output, and a recipe's relative paths are its folder's
     args.out, args.work, args.recipe = args.out.resolve(), args.work.resolve(), args.recipe.resolve()
@@ -373,23 +395,33 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     budget = {"mean_iterations": args.mean_iterations, "iterations": args.iterations}
     log = lambda message: print(message, flush=True)  # noqa: E731
-    command = " ".join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
     result = previous_result(args.out)
     result["commands"] = result.get("commands", []) + [f"python -m benchmarks.generalisation {command}".strip()]
-    result["budget"] = budget
-    protocol = HeldOutProtocol(args.recipe, args.bundle, args.work, budget, args.reuse)
-    for scene in args.held_out:  # a re-run of some scenes replaces their rows and keeps the others
-        rows = held_out_rows(protocol, scene, log)
-        result["held_out"] = [row for row in result["held_out"] if row["scene"] != scene] + rows
+    result["held_out_models"][args.label] = {"recipe": _repo_relative(args.recipe), **budget}
+    protocol = HeldOutProtocol(args.recipe, args.bundle, args.work, budget, args.reuse, args.label,
+                               args.held_out_only)
+    for scene in args.held_out:
+        result["held_out"] = merge_rows(result["held_out"], held_out_rows(protocol, scene, log))
         write_table(result, args.out)
-    if args.rgbn.exists():
+    if args.rgbn.exists() and not args.held_out_only:
         result["rgbn"] = rgbn_rows(args.recipe, args.bundle, args.rgbn, args.work, args.out, log)
     write_table(result, args.out)
 
 
+def merge_rows(earlier: List[dict], new: List[dict]) -> List[dict]:
+    """A re-run replaces the rows of the (scene, method) pairs it measured and keeps the others."""
+    measured = {(row["scene"], row["method"]) for row in new}
+    return [row for row in earlier if (row["scene"], row["method"]) not in measured] + new
+
+
+def _repo_relative(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def previous_result(out_dir: Path) -> dict:
     path = out_dir / "results.json"
-    return json.loads(path.read_text()) if path.exists() else {"held_out": [], "rgbn": []}
+    return json.loads(path.read_text()) if path.exists() else {"held_out": [], "rgbn": [], "held_out_models": {}}
 
 if __name__ == "__main__":
     main()

@@ -120,10 +120,21 @@ def _units_text(config) -> str:
                 "proportional to surface reflectance; with 8-bit input it is in linear-light units of the 0-255 "
                 "codes (the engine decodes sRGB first, see radiometry). Never negative (softplus output). The "
                 f"image's white and dark levels are its {transform.white_percentile:g}th and "
-                f"{transform.dark_percentile:g}th percentiles per channel, computed once per raster.")
+                f"{transform.dark_percentile:g}th percentiles per channel, computed once per raster. "
+                + condition_text(transform))
     return ("The same radiometric units as the input RGB. The model works in units of the input's "
             f"{transform.percentile:g}th-percentile RGB value, computed once per raster; the output is scaled "
             "back by that value.")
+
+
+def condition_text(transform) -> str:
+    """What the networks see of a pixel under the chromatic transform."""
+    if not transform.brightness_input:
+        return "The networks see a pixel's colour alone (its chromaticity after those corrections), not its brightness."
+    if transform.brightness_cap is not None:
+        return (f"The networks see a pixel's colour and its brightness against the image's white up to "
+                f"{transform.brightness_cap:g} of the white; brighter pixels read the same.")
+    return "The networks see a pixel's colour and its brightness against the image's white."
 
 
 def _scene_lines(config) -> list:

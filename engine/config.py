@@ -23,8 +23,8 @@ import numpy as np
 
 from engine.diffusion import sampler_catalog
 from engine.errors import InputError
-from engine.input_transform import (CHROMATIC_CHANNELS, ImageStatistics, affine_statistics, chromatic_condition,
-                                    chromatic_scale, chromatic_statistics)
+from engine.input_transform import (CHROMATIC_CHANNELS, LOG_BRIGHTNESS_FLOOR, ImageStatistics, affine_statistics,
+                                    chromatic_condition, chromatic_scale, chromatic_statistics)
 
 FORMAT_VERSION = 2
 # Bundle format versions this engine reads: 2 adds mean networks and the chromatic normalisation.
@@ -388,7 +388,9 @@ class Normalisation(StrictConfig):
     so spectra come out in the input's scale and never negative. With ``brightness_input`` false the
     chromatic condition's brightness channel is held at 0: the network then maps colour alone, as
     the linear floor of benchmarks.generalisation does, and cannot learn how a training scene's
-    materials rank in brightness against its white (which another scene does not share).
+    materials rank in brightness against its white (which another scene does not share). With
+    ``brightness_cap`` (a fraction of the image's white) the channel tells only the pixels darker
+    than the cap apart (shade, water, where colour is unreliable) and reads the cap for the rest.
     """
 
     kind: Literal["fixed", "rgb_percentile", "chromatic"] = "fixed"
@@ -400,6 +402,14 @@ class Normalisation(StrictConfig):
     white_percentile: float = 99.0
     brightness_floor: float = 0.02
     brightness_input: bool = True
+    brightness_cap: Optional[float] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.brightness_cap is not None and not 0 < self.brightness_cap <= 1:
+            raise ValueError(f"brightness_cap is a fraction of the image's white in (0, 1], got {self.brightness_cap}")
+        if self.brightness_cap is not None and not (self.kind == "chromatic" and self.brightness_input):
+            raise ValueError("brightness_cap needs the chromatic normalisation with brightness_input true")
 
     @property
     def condition_channels(self) -> int:
@@ -423,6 +433,8 @@ class Normalisation(StrictConfig):
             condition = chromatic_condition(rgb, stats)
             if not self.brightness_input:
                 condition[3] = 0.0  # the channel stays, so networks keep their shapes across recipes
+            elif self.brightness_cap is not None:
+                np.minimum(condition[3], np.log(self.brightness_cap + LOG_BRIGHTNESS_FLOOR), out=condition[3])
             return condition
         return (rgb - stats.offset) / stats.scale
 

@@ -231,6 +231,28 @@ def test_without_the_brightness_input_the_condition_is_the_colour_alone():
                                colour_only.condition(rgb, no_dark)[:, :8], rtol=1e-5)
 
 
+def test_a_brightness_cap_tells_only_the_darker_pixels_apart():
+    rng = np.random.default_rng(4)
+    rgb = rng.uniform(0.0, 1.0, size=(3, 16, 16)).astype(np.float32)
+    uncapped = Normalisation(kind="chromatic")
+    capped = Normalisation(kind="chromatic", brightness_cap=0.2)
+    stats = uncapped.statistics(rgb)
+    full, limited = uncapped.condition(rgb, stats), capped.condition(rgb, stats)
+    np.testing.assert_array_equal(limited[:3], full[:3])
+    dark = full[3] < np.log(0.2 + LOG_BRIGHTNESS_FLOOR)
+    assert dark.any() and (~dark).any()
+    np.testing.assert_array_equal(limited[3][dark], full[3][dark])
+    np.testing.assert_allclose(limited[3][~dark], np.log(0.2 + LOG_BRIGHTNESS_FLOOR), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fields, message", [({"brightness_cap": 0.0}, "fraction of the image's white"),
+                                             ({"brightness_cap": 0.2, "brightness_input": False}, "brightness_input"),
+                                             ({"brightness_cap": 0.2, "kind": "fixed"}, "chromatic")])
+def test_a_brightness_cap_outside_its_range_or_without_the_channel_is_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Normalisation(**{"kind": "chromatic", **fields})
+
+
 def _first_rendering(brightness_jitter: float):
     config = bundle_config_from_training(load_training_config(REPO_ROOT / "configs" / "default_model.json"))
     camera = camera_on_grid(_gaussian_response((600, 540, 460)), config.wavelengths_nm)

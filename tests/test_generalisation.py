@@ -1,0 +1,47 @@
+"""benchmarks.generalisation: a run replaces the rows of the (scene, method) pairs it measured and
+keeps the others (so another recipe's held-out rows sit beside the default's), and the table names
+each held-out method's recipe and budget."""
+
+from __future__ import annotations
+
+from benchmarks.generalisation import merge_rows, write_table
+
+
+def _row(scene: str, method: str, sam: float) -> dict:
+    return {"scene": scene, "camera": "nikon5100", "encoding": "linear", "method": method, "sam": sam,
+            "mpsnr": 20.0, "gain": 1.0}
+
+
+def test_a_run_replaces_only_the_scene_method_pairs_it_measured():
+    earlier = [_row("a", "linear floor", 0.3), _row("a", "default", 0.2), _row("b", "default", 0.25)]
+    merged = merge_rows(earlier, [_row("a", "previous recipe", 0.4), _row("a", "default", 0.1)])
+    assert {(r["scene"], r["method"], r["sam"]) for r in merged} == {
+        ("a", "linear floor", 0.3), ("b", "default", 0.25), ("a", "previous recipe", 0.4), ("a", "default", 0.1)}
+
+
+def test_the_table_names_each_held_out_methods_recipe_and_budget(tmp_path):
+    result = {"commands": ["python -m benchmarks.generalisation"], "rgbn": [],
+              "held_out": [_row("a", "default", 0.2), _row("a", "previous recipe", 0.3)],
+              "held_out_models": {"default": {"recipe": "configs/default_model.json", "mean_iterations": 600,
+                                              "iterations": 300},
+                                  "previous recipe": {"recipe": "configs/multiscale_v1.json",
+                                                      "mean_iterations": 5000, "iterations": 5000}}}
+    write_table(result, tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    assert "'default': `configs/default_model.json` without the test scene, 600 mean-network and 300" in text
+    assert "'previous recipe': `configs/multiscale_v1.json` without the test scene, 5000" in text
+    assert "| a | previous recipe | 0.300 |" in text
+
+
+def test_rows_a_later_run_added_sit_beside_their_scene_and_rendering(tmp_path):
+    later = {**_row("a", "previous recipe", 0.3), "encoding": "srgb8"}
+    rows = [_row("a", "default", 0.2), {**_row("a", "default", 0.21), "encoding": "srgb8"},
+            _row("b", "default", 0.25), _row("a", "previous recipe", 0.31), later]
+    models = {label: {"recipe": "r.json", "mean_iterations": 1, "iterations": 1} for label in ("default", "previous recipe")}
+    write_table({"commands": [], "rgbn": [], "held_out": rows, "held_out_models": models}, tmp_path)
+    lines = (tmp_path / "README.md").read_text().splitlines()
+    summary = [line.split(" | ")[:2] for line in lines if line.startswith("| a |") or line.startswith("| b |")][:3]
+    assert summary == [["| a", "default"], ["| a", "previous recipe"], ["| b", "default"]]
+    every = [line.split(" | ")[2:4] for line in lines if line.count(" | ") == 6 and line.startswith("| a |")]
+    assert every == [["linear", "default"], ["linear", "previous recipe"], ["srgb8", "default"],
+                     ["srgb8", "previous recipe"]]
