@@ -23,8 +23,8 @@ import numpy as np
 
 from engine.diffusion import sampler_catalog
 from engine.errors import InputError
-from engine.input_transform import (CHROMATIC_CHANNELS, LOG_BRIGHTNESS_FLOOR, ImageStatistics, affine_statistics,
-                                    chromatic_condition, chromatic_scale, chromatic_statistics)
+from engine.input_transform import (CHROMATIC_CHANNELS, ImageStatistics, affine_statistics, chromatic_condition,
+                                    chromatic_scale, chromatic_statistics)
 
 FORMAT_VERSION = 2
 # Bundle format versions this engine reads: 2 adds mean networks and the chromatic normalisation.
@@ -430,11 +430,9 @@ class Normalisation(StrictConfig):
     def condition(self, rgb: np.ndarray, stats: ImageStatistics) -> np.ndarray:
         """(3, H, W) RGB -> (condition_channels, H, W) network condition."""
         if self.kind == "chromatic":
-            condition = chromatic_condition(rgb, stats)
+            condition = chromatic_condition(rgb, stats, self.brightness_cap)
             if not self.brightness_input:
                 condition[3] = 0.0  # the channel stays, so networks keep their shapes across recipes
-            elif self.brightness_cap is not None:
-                np.minimum(condition[3], np.log(self.brightness_cap + LOG_BRIGHTNESS_FLOOR), out=condition[3])
             return condition
         return (rgb - stats.offset) / stats.scale
 

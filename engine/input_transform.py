@@ -82,13 +82,16 @@ def chromatic_statistics(rgb: np.ndarray, valid: Optional[np.ndarray], dark_perc
                            white_level=level if level > 0 else 1.0)
 
 
-def chromatic_condition(rgb: np.ndarray, stats: ImageStatistics) -> np.ndarray:
-    """(3, H, W) RGB -> (4, H, W) float32: corrected chromaticity and log brightness."""
+def chromatic_condition(rgb: np.ndarray, stats: ImageStatistics, brightness_cap: Optional[float] = None) -> np.ndarray:
+    """(3, H, W) RGB -> (4, H, W) float32: corrected chromaticity and log brightness (brightness above
+    ``brightness_cap``, a fraction of the white, reads as the cap)."""
     dark = np.asarray(stats.dark, dtype=np.float32)[:, None, None]
     white = np.asarray(stats.white, dtype=np.float32)[:, None, None]
     corrected = np.clip((np.asarray(rgb, dtype=np.float32) - dark) / white, 0.0, None)
     brightness = corrected.mean(axis=0, keepdims=True)
     chroma = corrected / np.maximum(brightness, CHROMA_FLOOR)
+    if brightness_cap is not None:
+        brightness = np.minimum(brightness, np.float32(brightness_cap))
     return np.concatenate([chroma, np.log(brightness + LOG_BRIGHTNESS_FLOOR)]).astype(np.float32)
 
 
