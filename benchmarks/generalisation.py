@@ -420,8 +420,14 @@ def _repo_relative(path: Path) -> str:
 
 
 def previous_result(out_dir: Path) -> dict:
+    """The page's earlier results; pages written before ``--label`` hold one ``budget`` for the default
+    label's models, whose recipe only their commands name."""
     path = out_dir / "results.json"
-    return json.loads(path.read_text()) if path.exists() else {"held_out": [], "rgbn": [], "held_out_models": {}}
+    result = json.loads(path.read_text()) if path.exists() else {"held_out": [], "rgbn": []}
+    models = result.setdefault("held_out_models", {})
+    if "budget" in result:
+        models.setdefault(HELD_OUT_LABEL, {"recipe": "the --recipe of the commands above", **result.pop("budget")})
+    return result
 
 if __name__ == "__main__":
     main()

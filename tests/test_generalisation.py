@@ -4,7 +4,9 @@ each held-out method's recipe and budget."""
 
 from __future__ import annotations
 
-from benchmarks.generalisation import merge_rows, write_table
+import json
+
+from benchmarks.generalisation import HELD_OUT_LABEL, merge_rows, previous_result, write_table
 
 
 def _row(scene: str, method: str, sam: float) -> dict:
@@ -45,3 +47,15 @@ def test_rows_a_later_run_added_sit_beside_their_scene_and_rendering(tmp_path):
     every = [line.split(" | ")[2:4] for line in lines if line.count(" | ") == 6 and line.startswith("| a |")]
     assert every == [["linear", "default"], ["linear", "previous recipe"], ["srgb8", "default"],
                      ["srgb8", "previous recipe"]]
+
+
+def test_a_page_written_before_labels_keeps_its_budget_under_the_default_label(tmp_path):
+    earlier = {"commands": ["python -m benchmarks.generalisation --recipe configs/urban_colour_model.json"],
+               "rgbn": [], "held_out": [_row("a", HELD_OUT_LABEL, 0.2)],
+               "budget": {"mean_iterations": 600, "iterations": 300}}
+    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    result = previous_result(tmp_path)
+    assert "budget" not in result
+    assert result["held_out_models"] == {HELD_OUT_LABEL: {"recipe": "the --recipe of the commands above",
+                                                          "mean_iterations": 600, "iterations": 300}}
+    assert previous_result(tmp_path / "none") == {"held_out": [], "rgbn": [], "held_out_models": {}}
