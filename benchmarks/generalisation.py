@@ -58,6 +58,8 @@ RGBN = REPO / "runs" / "demo" / "rgbn.tif"  # fetched by scripts/demo.sh
 ENMAP = "enmap_potsdam_tiles_mosaic"
 HELD_OUT = ("muufl_casi72", "vegetation_aviris224", "urban_hydice162", ENMAP)
 HELD_OUT_LABEL = "default recipe, scene held out"
+FLOOR, PREVIOUS_IN_SAMPLE, SHIPPED_IN_SAMPLE = ("linear floor", "previous bundle (scdm-v1, in-sample)",
+                                                "shipped default (in-sample)")
 ENMAP_TRAINING_SHARE = 0.6  # the northern 60 % of the mosaic's rows train, the rest is tested
 NIR_RANGE_NM = (760.0, 900.0)
 Reconstructor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -241,9 +243,8 @@ def held_out_rows(protocol: HeldOutProtocol, held_out: str, log) -> List[dict]:
     recipe_path = protocol.work_dir / f"without-{held_out}.json"
     methods = {protocol.label: model_reconstructor(bundle)}
     if not protocol.held_out_only:
-        methods = {"linear floor": LinearFloor(recipe_path), "previous bundle (scdm-v1, in-sample)":
-                   model_reconstructor(PREVIOUS), **methods,
-                   "shipped default (in-sample)": model_reconstructor(protocol.shipped)}
+        methods = {FLOOR: LinearFloor(recipe_path), PREVIOUS_IN_SAMPLE: model_reconstructor(PREVIOUS), **methods,
+                   SHIPPED_IN_SAMPLE: model_reconstructor(protocol.shipped)}
     rows = []
     for image in test_images(recipe_path, held_out):
         for method, run in methods.items():
@@ -283,7 +284,7 @@ def nir_r(cube: np.ndarray, wavelengths_nm: Sequence[float], nir: np.ndarray) ->
 def rgbn_rows(recipe_file: Path, shipped: Path, rgbn: Path, work_dir: Path, out_dir: Path, log) -> List[dict]:
     rgb, nir = read_rgbn(rgbn)
     grid = bundle_config_from_training(load_training_config(recipe_file)).wavelengths_nm
-    estimates = {"linear floor": LinearFloor(recipe_file)(rgb, np.ones(nir.shape, bool)),
+    estimates = {FLOOR: LinearFloor(recipe_file)(rgb, np.ones(nir.shape, bool)),
                  "previous bundle (scdm-v1)": infer_file(PREVIOUS, rgbn, work_dir / "rgbn_previous.tif"),
                  "default bundle": infer_file(shipped, rgbn, work_dir / "rgbn_default.tif")}
     rows, pictures = [], {}
@@ -332,13 +333,20 @@ def _mean_lines(rows: List[dict]) -> List[str]:
     return lines
 
 
+def _method_rank(method: str) -> int:
+    """Within a scene: the references first, then the held-out models (recipes in the order they
+    were measured: Python's sort is stable), the in-sample shipped model last."""
+    return {FLOOR: 0, PREVIOUS_IN_SAMPLE: 1, SHIPPED_IN_SAMPLE: 3}.get(method, 2)
+
+
 def _held_out_lines(rows: List[dict]) -> List[str]:
     if not rows:
         return ["No held-out scenes in these runs (`--held-out` named none): the rgbn.tif check only."]
     # rows that later runs added (another recipe's) sit beside their scene's rendering
-    scenes = list(dict.fromkeys(row["scene"] for row in rows))
-    renderings = list(dict.fromkeys((row["camera"], row["encoding"]) for row in rows))
-    rows = sorted(rows, key=lambda row: (scenes.index(row["scene"]), renderings.index((row["camera"], row["encoding"]))))
+    scene_order = {scene: i for i, scene in enumerate(dict.fromkeys(row["scene"] for row in rows))}
+    rendering_order = {key: i for i, key in enumerate(dict.fromkeys((row["camera"], row["encoding"]) for row in rows))}
+    rows = sorted(rows, key=lambda row: (scene_order[row["scene"]], rendering_order[(row["camera"], row["encoding"])],
+                                         _method_rank(row["method"])))
     lines = _mean_lines(rows) + ["", "Every rendering:", "",
                                  "| scene | camera | encoding | method | SAM | MPSNR (dB) | gain |",
                                  "|---|---|---|---|---|---|---|"]
@@ -373,8 +381,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "generalisation")
     parser.add_argument("--held-out", nargs="*", default=list(HELD_OUT), help="scene names (file stems)")
-    parser.add_argument("--mean-iterations", type=int, default=600)
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--mean-iterations", type=int, default=None,
+                        help="mean-network iterations per stage of the held-out models (default: the recipe's)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="diffusion iterations per stage of the held-out models (default: the recipe's)")
     parser.add_argument("--rgbn", type=Path, default=RGBN, help="RGB + NIR GeoTIFF (default: the demo's, "
                         "fetched by scripts/demo.sh); the real-sensor rows are skipped when it is absent")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "generalisation")
@@ -393,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args.out, args.work, args.recipe = args.out.resolve(), args.work.resolve(), args.recipe.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    budget = {"mean_iterations": args.mean_iterations, "iterations": args.iterations}
+    budget = held_out_budget(args.recipe, args.mean_iterations, args.iterations)
     log = lambda message: print(message, flush=True)  # noqa: E731
     command = shlex.join(sys.argv[1:] if argv is None else argv)
     result = previous_result(args.out)
@@ -407,6 +417,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.rgbn.exists() and not args.held_out_only:
         result["rgbn"] = rgbn_rows(args.recipe, args.bundle, args.rgbn, args.work, args.out, log)
     write_table(result, args.out)
+
+
+def held_out_budget(recipe: Path, mean_iterations: Optional[int], iterations: Optional[int]) -> Dict[str, int]:
+    """The held-out models' iterations: the recipe's own (what a model shipped from it trains with)
+    unless given."""
+    config = load_training_config(recipe)
+    own_mean = config.mean_iterations if config.mean_iterations is not None else config.iterations
+    return {"mean_iterations": own_mean if mean_iterations is None else mean_iterations,
+            "iterations": config.iterations if iterations is None else iterations}
 
 
 def merge_rows(earlier: List[dict], new: List[dict]) -> List[dict]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.generalisation import HELD_OUT_LABEL, merge_rows, previous_result, write_table
+from benchmarks.generalisation import (FLOOR, HELD_OUT_LABEL, PREVIOUS_IN_SAMPLE, SHIPPED_IN_SAMPLE, held_out_budget,
+                                       merge_rows, previous_result, write_table)
+from tests.conftest import REPO_ROOT
 
 
 def _row(scene: str, method: str, sam: float) -> dict:
@@ -49,6 +51,19 @@ def test_rows_a_later_run_added_sit_beside_their_scene_and_rendering(tmp_path):
                      ["srgb8", "previous recipe"]]
 
 
+def test_each_scene_lists_the_references_first_and_the_in_sample_model_last(tmp_path):
+    """A re-run that replaces the default rows appends them after another recipe's; the table still
+    reads floor, previous bundle, held-out recipes, shipped model."""
+    rows = [_row("a", "previous recipe", 0.3), _row("a", FLOOR, 0.25), _row("a", PREVIOUS_IN_SAMPLE, 0.2),
+            _row("a", HELD_OUT_LABEL, 0.19), _row("a", SHIPPED_IN_SAMPLE, 0.18)]
+    models = {label: {"recipe": "r.json", "mean_iterations": 1, "iterations": 1}
+              for label in ("previous recipe", HELD_OUT_LABEL)}
+    write_table({"commands": [], "rgbn": [], "held_out": rows, "held_out_models": models}, tmp_path)
+    summary = [line.split(" | ")[1] for line in (tmp_path / "README.md").read_text().splitlines()
+               if line.startswith("| a |") and line.count(" | ") == 4]
+    assert summary == [FLOOR, PREVIOUS_IN_SAMPLE, "previous recipe", HELD_OUT_LABEL, SHIPPED_IN_SAMPLE]
+
+
 def test_a_page_written_before_labels_keeps_its_budget_under_the_default_label(tmp_path):
     earlier = {"commands": ["python -m benchmarks.generalisation --recipe configs/urban_colour_model.json"],
                "rgbn": [], "held_out": [_row("a", HELD_OUT_LABEL, 0.2)],
@@ -59,3 +74,14 @@ def test_a_page_written_before_labels_keeps_its_budget_under_the_default_label(t
     assert result["held_out_models"] == {HELD_OUT_LABEL: {"recipe": "the --recipe of the commands above",
                                                           "mean_iterations": 600, "iterations": 300}}
     assert previous_result(tmp_path / "none") == {"held_out": [], "rgbn": [], "held_out_models": {}}
+
+
+def test_held_out_models_train_at_the_recipes_own_budget_unless_told():
+    """The default row measures the recipe as shipped: its own iterations, not a shortcut."""
+    recipe = REPO_ROOT / "configs" / "urban_model.json"
+    assert held_out_budget(recipe, None, None) == {"mean_iterations": 3000, "iterations": 1500}
+    assert held_out_budget(recipe, 600, None) == {"mean_iterations": 600, "iterations": 1500}
+    # a recipe that names no mean-network budget trains its mean networks (if any) as long as the rest
+    no_mean_budget = REPO_ROOT / "configs" / "multiscale_v1.json"
+    assert "mean_iterations" not in json.loads(no_mean_budget.read_text())
+    assert held_out_budget(no_mean_budget, None, None) == {"mean_iterations": 5000, "iterations": 5000}
