@@ -7,7 +7,9 @@ diffusion (RGB -> 48 bands) and the two-stage cascade (RGB -> 12 -> 48) sampled 
 1000-step DDPM (ICMG + PDT on the noise, one sample as in the paper) and with the fast sampler, one
 sample and the mean of K; plus the PDT / ICMG ablation (Table VI) on one fold. The diffusion
 networks use EDM preconditioning unless ``--parameterisation eps`` asks for the paper's. Writes a
-Markdown table, JSON and the figures to ``--out``.
+Markdown table, JSON and the figures to ``--out``. ``--merge DIR DIR ...`` combines earlier runs of the
+same settings on other folds or seeds (their paper_protocol.json) into one table at ``--out``; the
+figures need the estimates, which the JSON does not keep, so a merged page has none.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -360,7 +362,8 @@ def _ensembles(units: list) -> dict:
     out = {}
     for fold in sorted({u["fold"] for u in units}):
         members = [u for u in units if u["fold"] == fold]
-        if len(members) < len(seeds) or len(seeds) < 2:
+        # merged runs (read back from JSON) keep no estimates to average
+        if len(members) < len(seeds) or len(seeds) < 2 or "estimates" not in members[0]:
             continue
         reference = members[0]["reference"]
         single_shot = [m for m in members[0]["estimates"] if m.startswith("single-shot")]
@@ -505,6 +508,46 @@ def write_outputs(units: list, args, out: Path) -> None:
     (out / "paper_protocol.md").write_text("\n".join(lines))
 
 
+# Settings that may differ between runs merged into one table: where they ran, not what they measured.
+MERGEABLE_SETTINGS = {"folds", "seeds", "out", "argv", "jobs", "threads", "device", "merge"}
+
+
+def merged_units(runs: Sequence[Path]) -> Tuple[list, dict, List[str]]:
+    """The (fold, seed) units of earlier runs, their common settings (the first run's) and each run's
+    command line. Raises
+    ValueError naming the setting when two runs measured different things, or the (fold, seed) that
+    two runs both measured."""
+    summaries = [json.loads((run / "paper_protocol.json").read_text()) for run in runs]
+    first = summaries[0]["settings"]
+    units, seen = [], {}
+    for run, summary in zip(runs, summaries):
+        differing = sorted(k for k in set(first) | set(summary["settings"])
+                           if k not in MERGEABLE_SETTINGS and first.get(k) != summary["settings"].get(k))
+        if differing:
+            raise ValueError(f"{run} was run with other settings than {runs[0]} ({', '.join(differing)}): "
+                             "merge only runs of one command that differ in --folds / --seeds")
+        for unit in summary["units"]:
+            key = (unit["fold"], unit["seed"])
+            if key in seen:
+                raise ValueError(f"fold {key[0]}, seed {key[1]} is in both {seen[key]} and {run}: merge each once")
+            seen[key] = run
+            units.append(unit)
+    commands = [" ".join(summary["settings"]["argv"]) for summary in summaries]
+    return sorted(units, key=lambda u: (u["seed"], u["fold"])), first, commands
+
+
+def write_merged(runs: Sequence[Path], argv: List[str], out: Path) -> None:
+    units, settings, commands = merged_units(runs)
+    args = argparse.Namespace(**{**settings, "argv": argv})
+    table = summarise(units)
+    out.mkdir(parents=True, exist_ok=True)
+    sources = ", ".join(f"`python -m benchmarks.paper_protocol {command}`" for command in commands)
+    (out / "paper_protocol.json").write_text(json.dumps({"settings": vars(args), "merged": [str(r) for r in runs],
+                                                         "units": units, "mean": table}, indent=2, default=str) + "\n")
+    lines = _table_header(units, args) + [f"Merged from: {sources}.", ""] + _table_rows(units, table)
+    (out / "paper_protocol.md").write_text("\n".join(lines + _ablation_rows(units)) + "\n")
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
 
@@ -553,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scene", default=str(HOUSTON_SCENE))
     parser.add_argument("--out", default="docs/paper-protocol")
     parser.add_argument("--folds", default="0,1,2,3")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                        help="write one table at --out from these earlier runs' outputs (same settings, other folds "
+                             "or seeds) instead of training")
     _add_network_arguments(parser)
     parser.add_argument("--guidance", type=float, default=1.0, help="ICMG scale of the paper sampler and the ablation")
     parser.add_argument("--fast-guidance", type=float, default=0.0,
@@ -604,6 +650,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.merge:
+        write_merged(args.merge, args.argv, Path(args.out))
+        print((Path(args.out) / "paper_protocol.md").read_text())
+        return 0
     work = [(int(f), seed) for seed in args.seeds for f in args.folds.split(",")]
     run_all(work, args, resolve_device(args.device))
     print((Path(args.out) / "paper_protocol.md").read_text())

@@ -109,3 +109,43 @@ def test_rgb_consistent_rows_make_the_input_bands_exact_and_leave_the_rest():
     np.testing.assert_allclose(consistent[list(RGB_BANDS)], reference[list(RGB_BANDS)], rtol=1e-9)
     np.testing.assert_array_equal(consistent[others], estimate[others])
     assert timings["cascade, DDIM 1 step per stage, RGB-consistent"] == {"train_s": 1.0}
+
+
+def _run_dir(root, name: str, folds, **settings):
+    from benchmarks.paper_protocol import METRIC_KEYS
+
+    run = root / name
+    run.mkdir()
+    units = [{"fold": f, "seed": 0, "ablation": {},
+              "results": {"cascade, DDIM 1 step per stage": {**{k: 100.0 * (f + 1) for k in METRIC_KEYS},
+                                                             "network_passes": 2}}} for f in folds]
+    base = {"iterations": 4000, "batch": 256, "architecture": "local", "width": 128, "blocks": 2,
+            "condition_window": 7, "stage2_window": 3, "ema_decay": 0.999, "parameterisation": "edm",
+            "fast_steps": 20, "fast_guidance": 0.0, "guidance": 1.0, "folds": ",".join(map(str, folds)),
+            "out": str(run), "jobs": 2, "argv": ["--folds", ",".join(map(str, folds))]}
+    (run / "paper_protocol.json").write_text(json.dumps({"settings": {**base, **settings}, "units": units}))
+    return run
+
+
+def test_runs_on_other_folds_merge_into_one_table(tmp_path, capsys):
+    from benchmarks.paper_protocol import main
+
+    first, second = _run_dir(tmp_path, "a", [0, 3]), _run_dir(tmp_path, "b", [1, 2])
+    out = tmp_path / "merged"
+    assert main(["--merge", str(first), str(second), "--out", str(out)]) == 0
+    summary = json.loads((out / "paper_protocol.json").read_text())
+    assert [u["fold"] for u in summary["units"]] == [0, 1, 2, 3]
+    assert summary["mean"]["cascade, DDIM 1 step per stage"]["rmse"] == pytest.approx(250.0)  # (100+200+300+400)/4
+    table = (out / "paper_protocol.md").read_text()
+    assert "folds [0, 1, 2, 3]" in table and "Merged from: `python -m benchmarks.paper_protocol --folds 0,3`" in table
+    assert "| cascade, DDIM 1 step per stage | 250.0 |" in table
+
+
+def test_a_merge_refuses_runs_of_other_settings_and_folds_measured_twice(tmp_path):
+    from benchmarks.paper_protocol import merged_units
+
+    base = _run_dir(tmp_path, "a", [0])
+    with pytest.raises(ValueError, match=r"other settings .*\(iterations\)"):
+        merged_units([base, _run_dir(tmp_path, "b", [1], iterations=1500)])
+    with pytest.raises(ValueError, match="fold 0, seed 0 is in both"):
+        merged_units([base, _run_dir(tmp_path, "c", [0])])
