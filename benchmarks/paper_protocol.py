@@ -514,9 +514,11 @@ MERGEABLE_SETTINGS = {"folds", "seeds", "out", "argv", "jobs", "threads", "devic
 
 def merged_units(runs: Sequence[Path]) -> Tuple[list, dict, List[str]]:
     """The (fold, seed) units of earlier runs, their common settings (the first run's) and each run's
-    command line. Raises
-    ValueError naming the setting when two runs measured different things, or the (fold, seed) that
-    two runs both measured."""
+    command line. Raises ValueError naming the problem: a folder without a run's output, a setting in
+    which two runs differ, or a (fold, seed) that two runs both measured."""
+    missing = [str(run) for run in runs if not (run / "paper_protocol.json").is_file()]
+    if missing:
+        raise ValueError(f"no paper_protocol.json in {', '.join(missing)}: name the --out folders of earlier runs")
     summaries = [json.loads((run / "paper_protocol.json").read_text()) for run in runs]
     first = summaries[0]["settings"]
     units, seen = [], {}
@@ -651,7 +653,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.merge:
-        write_merged(args.merge, args.argv, Path(args.out))
+        try:
+            write_merged(args.merge, args.argv, Path(args.out))
+        except ValueError as error:
+            print(f"paper_protocol --merge: {error}", file=sys.stderr)
+            return 2
         print((Path(args.out) / "paper_protocol.md").read_text())
         return 0
     work = [(int(f), seed) for seed in args.seeds for f in args.folds.split(",")]

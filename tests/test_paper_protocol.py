@@ -149,3 +149,12 @@ def test_a_merge_refuses_runs_of_other_settings_and_folds_measured_twice(tmp_pat
         merged_units([base, _run_dir(tmp_path, "b", [1], iterations=1500)])
     with pytest.raises(ValueError, match="fold 0, seed 0 is in both"):
         merged_units([base, _run_dir(tmp_path, "c", [0])])
+
+
+def test_a_merge_of_a_folder_without_a_run_says_which_and_writes_nothing(tmp_path, capsys):
+    from benchmarks.paper_protocol import main
+
+    out = tmp_path / "merged"
+    assert main(["--merge", str(_run_dir(tmp_path, "a", [0])), str(tmp_path), "--out", str(out)]) == 2
+    assert f"no paper_protocol.json in {tmp_path}: name the --out folders" in capsys.readouterr().err
+    assert not out.exists()
