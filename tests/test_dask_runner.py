@@ -229,7 +229,11 @@ def test_ctrl_c_on_the_command_line_leaves_no_file(tiny_bundle, rgb, cluster, tm
     command = [sys.executable, "-m", "engine", "infer", str(rgb), str(out), "--model", str(tiny_bundle),
                "--cluster", address, "--tile", "16", "--overlap", "4", "--steps", "3", "--samples", "16", "--device",
                "cpu"]  # long enough that the interrupt always lands while tiles run
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    # A terminal's Ctrl-C reaches a process whose SIGINT is the default; a test run started in the
+    # background by a shell without job control (`.ci/run &`) passes SIGINT on ignored, and Python
+    # then installs no KeyboardInterrupt handler, so the child gets the default back.
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "thread(s)" not in seen:  # the runner has started: tiles are running on the workers
         line = process.stderr.readline()
