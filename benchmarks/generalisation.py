@@ -423,8 +423,7 @@ def held_out_budget(recipe: Path, mean_iterations: Optional[int], iterations: Op
     """The held-out models' iterations: the recipe's own (what a model shipped from it trains with)
     unless given."""
     config = load_training_config(recipe)
-    own_mean = config.mean_iterations if config.mean_iterations is not None else config.iterations
-    return {"mean_iterations": own_mean if mean_iterations is None else mean_iterations,
+    return {"mean_iterations": config.mean_network_iterations if mean_iterations is None else mean_iterations,
             "iterations": config.iterations if iterations is None else iterations}
 
 

@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -495,26 +495,34 @@ def _ablation_rows(units: list) -> list:
     return lines
 
 
-def write_outputs(units: list, args, out: Path) -> None:
+def write_outputs(units: list, args, out: Path, merged_from: Optional[Dict[str, str]] = None) -> None:
+    """The table, JSON and figures of ``units``; ``merged_from`` ({run folder: its command}) when the
+    units were read back from earlier runs' JSON, which keeps no estimates to draw the figures from."""
     out.mkdir(parents=True, exist_ok=True)
     table = summarise(units)
-    write_figures(units, table, out)
     summary = {"settings": vars(args),
                "units": [{k: v for k, v in u.items() if k not in ("reference", "estimates")} for u in units],
                "mean": table}
+    lines = _table_header(units, args)
+    if merged_from:
+        summary["merged"] = merged_from
+        lines += ["Merged from: " + ", ".join(f"`python -m benchmarks.paper_protocol {command}`"
+                                              for command in merged_from.values()) + ".", ""]
     (out / "paper_protocol.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    lines = _table_header(units, args) + _table_rows(units, table) + _ablation_rows(units)
-    lines += ["", "![per-band PSNR](per_band_psnr.png)", "", "![spectral profiles](spectral_profiles.png)", ""]
-    (out / "paper_protocol.md").write_text("\n".join(lines))
+    lines += _table_rows(units, table) + _ablation_rows(units)
+    if not merged_from:
+        write_figures(units, table, out)
+        lines += ["", "![per-band PSNR](per_band_psnr.png)", "", "![spectral profiles](spectral_profiles.png)", ""]
+    (out / "paper_protocol.md").write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 # Settings that may differ between runs merged into one table: where they ran, not what they measured.
 MERGEABLE_SETTINGS = {"folds", "seeds", "out", "argv", "jobs", "threads", "device", "merge"}
 
 
-def merged_units(runs: Sequence[Path]) -> Tuple[list, dict, List[str]]:
+def merged_units(runs: Sequence[Path]) -> Tuple[list, dict, Dict[str, str]]:
     """The (fold, seed) units of earlier runs, their common settings (the first run's) and each run's
-    command line. Raises ValueError naming the problem: a folder without a run's output, a setting in
+    command line by folder. Raises ValueError naming the problem: a folder without a run's output, a setting in
     which two runs differ, or a (fold, seed) that two runs both measured."""
     missing = [str(run) for run in runs if not (run / "paper_protocol.json").is_file()]
     if missing:
@@ -534,20 +542,13 @@ def merged_units(runs: Sequence[Path]) -> Tuple[list, dict, List[str]]:
                 raise ValueError(f"fold {key[0]}, seed {key[1]} is in both {seen[key]} and {run}: merge each once")
             seen[key] = run
             units.append(unit)
-    commands = [" ".join(summary["settings"]["argv"]) for summary in summaries]
+    commands = {str(run): " ".join(summary["settings"]["argv"]) for run, summary in zip(runs, summaries)}
     return sorted(units, key=lambda u: (u["seed"], u["fold"])), first, commands
 
 
 def write_merged(runs: Sequence[Path], argv: List[str], out: Path) -> None:
     units, settings, commands = merged_units(runs)
-    args = argparse.Namespace(**{**settings, "argv": argv})
-    table = summarise(units)
-    out.mkdir(parents=True, exist_ok=True)
-    sources = ", ".join(f"`python -m benchmarks.paper_protocol {command}`" for command in commands)
-    (out / "paper_protocol.json").write_text(json.dumps({"settings": vars(args), "merged": [str(r) for r in runs],
-                                                         "units": units, "mean": table}, indent=2, default=str) + "\n")
-    lines = _table_header(units, args) + [f"Merged from: {sources}.", ""] + _table_rows(units, table)
-    (out / "paper_protocol.md").write_text("\n".join(lines + _ablation_rows(units)) + "\n")
+    write_outputs(units, argparse.Namespace(**{**settings, "argv": argv}), out, merged_from=commands)
 
 
 def _log(message: str) -> None:

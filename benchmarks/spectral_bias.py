@@ -22,18 +22,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks.generalisation import REPO, LinearFloor, model_reconstructor, test_images
-from engine.bundle import load_bundle
+from benchmarks.generalisation import FLOOR, REPO, LinearFloor, model_reconstructor, test_images
+from benchmarks.sensor_bands import ndvi
+from engine.metrics import sam
+from engine.train import bundle_config_from_training
+from engine.training_config import load_training_config
 
 CAMERA = "nikon5100"
 SHOWN_NM = (420, 480, 550, 620, 700, 750, 800, 900, 1000)
-
-
-def pixel_angles(truth: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """Spectral angle (radians) per pixel of two (C, H, W) cubes."""
-    dot = np.sum(truth * estimate, axis=0)
-    norms = np.linalg.norm(truth, axis=0) * np.linalg.norm(estimate, axis=0)
-    return np.arccos(np.clip(dot / np.maximum(norms, 1e-12), -1.0, 1.0))
 
 
 def shape_bias(truth: np.ndarray, estimate: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -49,28 +45,28 @@ def shape_bias(truth: np.ndarray, estimate: np.ndarray, valid: np.ndarray) -> np
 def pixel_kinds(truth: np.ndarray, wavelengths_nm: np.ndarray, valid: np.ndarray) -> Dict[str, np.ndarray]:
     """Masks of vegetated, mixed, non-vegetated (truth NDVI, 660 / 860 nm) and the darkest fifth."""
     red, nir = (truth[np.argmin(np.abs(wavelengths_nm - nm))] for nm in (660, 860))
-    ndvi = (nir - red) / np.maximum(nir + red, 1e-12)
+    index = ndvi(nir, red)
     brightness = truth.mean(axis=0)
-    return {"vegetated": valid & (ndvi > 0.4), "mixed": valid & (ndvi > 0.1) & (ndvi <= 0.4),
-            "non-vegetated": valid & (ndvi <= 0.1),
+    return {"vegetated": valid & (index > 0.4), "mixed": valid & (index > 0.1) & (index <= 0.4),
+            "non-vegetated": valid & (index <= 0.1),
             "darkest fifth": valid & (brightness < np.quantile(brightness[valid], 0.2))}
 
 
 def measure(scene: str, work_dir: Path) -> List[dict]:
     recipe = work_dir / f"without-{scene}.json"
     bundle = work_dir / f"without-{scene}"
-    grid = np.asarray(load_bundle(bundle).config.wavelengths_nm)
-    methods = {"linear floor": LinearFloor(recipe), "held-out model": model_reconstructor(bundle)}
+    # the grid test_images puts the truth on, from the recipe: no second load of the bundle's weights
+    grid = np.asarray(bundle_config_from_training(load_training_config(recipe)).wavelengths_nm)
+    methods = {FLOOR: LinearFloor(recipe), "held-out model": model_reconstructor(bundle)}
     rows = []
     for image in (im for im in test_images(recipe, scene) if im.camera == CAMERA):
         truth, wavelengths = image.truth[image.covered], grid[image.covered]
         kinds = pixel_kinds(truth, wavelengths, image.valid)
         for method, run in methods.items():
             estimate = run(image.rgb, image.valid)[image.covered]
-            angles = pixel_angles(truth, estimate)
             rows.append({"encoding": image.encoding, "method": method, "wavelengths": wavelengths,
-                         "bias": shape_bias(truth, estimate, image.valid), "sam": float(angles[image.valid].mean()),
-                         "kinds": {k: (float(angles[m].mean()) if m.any() else None, int(m.sum()))
+                         "bias": shape_bias(truth, estimate, image.valid), "sam": sam(truth, estimate, image.valid),
+                         "kinds": {k: (sam(truth, estimate, m) if m.any() else None, int(m.sum()))
                                    for k, m in kinds.items()}})
     return rows
 

@@ -420,7 +420,7 @@ def train_mean_network(stage: int, cascade: Cascade, data: TrainingSet, select: 
     """A mean-anchored stage's deterministic network: MSE + the spectral angle on the target itself."""
     activation = F.softplus if cascade.stage_config(stage).mean_activation == "softplus" else None
     objective = RegressionObjective(config.sam_weight, _sam_offset(cascade), activation)
-    mean_config = replace(config, iterations=config.mean_iterations or config.iterations)
+    mean_config = replace(config, iterations=config.mean_network_iterations)
     checkpoint = None if options.checkpoint is None else replace(options.checkpoint, kind="mean")
     summary = train_network(cascade.mean_models[stage], data, TrainingTask(select, objective), mean_config, device,
                             replace(options, label=f"stage {stage} mean", checkpoint=checkpoint))
@@ -474,7 +474,7 @@ def _training_record(config: TrainingConfig, data: TrainingSet, device: str, sum
         "stages_trained": list(config.stages), "seconds": round(seconds, 1),
         "loss": {k: {"first": v["loss_first"], "last": v["loss_last"]} for k, v in summaries.items()},
         "mean_networks": {k: v["mean"] for k, v in summaries.items() if "mean" in v},
-        "mean_iterations": config.mean_iterations or config.iterations,
+        "mean_iterations": config.mean_network_iterations,
         "stage2_condition": {"source": config.stage2_condition_source, "noise": config.stage2_condition_noise},
         "threads": torch.get_num_threads(),
     }

@@ -124,6 +124,11 @@ class TrainingConfig(StrictConfig):
     def mean_network_for(self, stage: int) -> Optional[UNetConfig]:
         return (self.stage2_mean_network or self.mean_network) if stage == 2 else self.mean_network
 
+    @property
+    def mean_network_iterations(self) -> int:
+        """How long the mean networks train: ``mean_iterations``, or ``iterations`` when unset."""
+        return self.mean_iterations or self.iterations
+
     def crop_for(self, stage: int) -> int:
         """A stage's training crop: stage 2 may train on crops of its own network's window."""
         return (self.stage2_crop or self.crop) if stage == 2 else self.crop

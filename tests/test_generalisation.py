@@ -8,7 +8,7 @@ import json
 
 from benchmarks.generalisation import (FLOOR, HELD_OUT_LABEL, PREVIOUS_IN_SAMPLE, SHIPPED_IN_SAMPLE, held_out_budget,
                                        merge_rows, previous_result, write_table)
-from tests.conftest import REPO_ROOT
+from conftest import REPO_ROOT
 
 
 def _row(scene: str, method: str, sam: float) -> dict:

@@ -1,10 +1,10 @@
-"""benchmarks.spectral_bias: the per-band shape bias and per-pixel angles in closed form."""
+"""benchmarks.spectral_bias: the per-band shape bias and the pixel kinds in closed form."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.spectral_bias import pixel_angles, pixel_kinds, shape_bias
+from benchmarks.spectral_bias import pixel_kinds, shape_bias
 
 
 def test_shape_bias_ignores_brightness_and_signs_the_band_that_is_too_low():
@@ -13,14 +13,6 @@ def test_shape_bias_ignores_brightness_and_signs_the_band_that_is_too_low():
     valid = np.ones((2, 2), bool)
     np.testing.assert_allclose(shape_bias(truth, estimate, valid), [-0.5, 0.0, 0.5])
     np.testing.assert_allclose(shape_bias(truth, 3.0 * truth, valid), 0.0)
-
-
-def test_pixel_angles_are_zero_for_scaled_spectra_and_right_angles_for_disjoint_ones():
-    truth = np.zeros((2, 1, 2))
-    truth[0] = 1.0
-    estimate = truth.copy() * 4.0
-    estimate[:, 0, 1] = (0.0, 2.0)
-    np.testing.assert_allclose(pixel_angles(truth, estimate)[0], [0.0, np.pi / 2], atol=1e-7)
 
 
 def test_pixel_kinds_split_by_the_truths_ndvi():
