@@ -26,9 +26,12 @@ from engine.errors import InputError
 from engine.input_transform import (CHROMATIC_CHANNELS, ImageStatistics, affine_statistics, chromatic_condition,
                                     chromatic_scale, chromatic_statistics)
 
-FORMAT_VERSION = 2
-# Bundle format versions this engine reads: 2 adds mean networks and the chromatic normalisation.
-READABLE_FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Bundle format versions this engine reads: 2 adds mean networks and the chromatic normalisation, 3 the
+# calibrated 95 % interval (uncertainty_interval95).
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
+# the half-width of a Gaussian's central 95 % interval, in standard deviations
+GAUSSIAN_95 = 1.959964
 
 Parameterisation = Literal["eps", "edm"]
 # What a stage is conditioned on: stage 1 on the RGB, stage 2 on stage 1's bands (and the RGB).
@@ -579,9 +582,12 @@ class BundleConfig(StrictConfig):
     # The wavelengths (nm) the three input channels stand for, in the order the model takes them:
     # the pipeline checks a raster's red/green/blue against them so they are never swapped.
     input_wavelengths_nm: Tuple[float, float, float] = (640.0, 550.0, 460.0)
-    # Per-band factors on the standard deviation of K samples, fitted on held-out scenes so that the
-    # sample spread covers the error as a Gaussian would (benchmarks.calibration); None: raw spread.
+    # Per-band factors on the standard deviation of K samples, fitted on held-out scenes so that one
+    # calibrated standard deviation covers 68 % of the error (benchmarks.calibration); None: raw spread.
     uncertainty_scale: Optional[Tuple[float, ...]] = None
+    # The half-width, in calibrated standard deviations, of the interval that held 95 % of the error on
+    # held-out scenes: their errors have heavier tails than a Gaussian, whose 1.96 it replaces. None: 1.96.
+    uncertainty_interval95: Optional[float] = None
 
     @property
     def band_count(self) -> int:
@@ -633,6 +639,14 @@ class BundleConfig(StrictConfig):
         scale = self.uncertainty_scale
         if scale is not None and (len(scale) != n_bands or min(scale) <= 0):
             raise ValueError(f"uncertainty_scale needs {n_bands} positive factors, one per band")
+        if self.uncertainty_interval95 is not None and not 1.0 < self.uncertainty_interval95 < 20.0:
+            raise ValueError(f"uncertainty_interval95 is {self.uncertainty_interval95}: the 95 % interval's half-width "
+                             "in standard deviations lies between 1 (the 68 % interval) and 20")
+
+    @property
+    def interval95_half_width(self) -> float:
+        """The 95 % interval's half-width in (calibrated) standard deviations: fitted, or a Gaussian's."""
+        return GAUSSIAN_95 if self.uncertainty_interval95 is None else self.uncertainty_interval95
 
 
 def equal_spacing_fwhm(wavelengths_nm: Sequence[float]) -> tuple:

@@ -35,14 +35,17 @@ def test_calibration_scales_the_spread_and_not_the_mean(tmp_path):
         pytest.skip("no bundled model")
     source = _codes(tmp_path)
     raw = load_bundle(default_bundle_path())
-    raw.config = replace(raw.config, uncertainty_scale=None)
+    raw.config = replace(raw.config, uncertainty_scale=None, uncertainty_interval95=None)
     calibrated = copy.copy(raw)
     factors = np.linspace(0.5, 3.0, raw.config.band_count)
-    calibrated.config = replace(raw.config, uncertainty_scale=tuple(float(f) for f in factors))
-    mean_raw, std_raw, _ = _run(raw, source, tmp_path, "raw")
-    mean_cal, std_cal, _ = _run(calibrated, source, tmp_path, "calibrated")
+    calibrated.config = replace(raw.config, uncertainty_scale=tuple(float(f) for f in factors),
+                                uncertainty_interval95=2.9)
+    mean_raw, std_raw, product_raw = _run(raw, source, tmp_path, "raw")
+    mean_cal, std_cal, product_cal = _run(calibrated, source, tmp_path, "calibrated")
     np.testing.assert_array_equal(mean_cal, mean_raw)
     np.testing.assert_allclose(std_cal, std_raw * factors[:, None, None], rtol=1e-4, atol=1e-7)
+    # the tag says how wide the 95 % interval is: the fitted half-width, or a Gaussian's without one
+    assert "95 % interval: +/- 2.90" in product_cal and "95 % interval: +/- 1.96" in product_raw
 
 
 def test_a_guessed_8_bit_decoding_widens_the_spread_and_leaves_the_mean(tmp_path):
@@ -73,6 +76,8 @@ def test_a_calibration_of_the_wrong_length_is_refused():
         pytest.skip("no bundled model")
     with pytest.raises(ValueError, match="uncertainty_scale"):
         replace(config, uncertainty_scale=(1.0, 2.0)).validate()
+    with pytest.raises(ValueError, match="uncertainty_interval95"):
+        replace(config, uncertainty_interval95=0.8).validate()
 
 
 def test_the_reliability_miss_is_the_mean_distance_from_the_diagonal():
@@ -82,3 +87,47 @@ def test_the_reliability_miss_is_the_mean_distance_from_the_diagonal():
     lower = {"reliability": list(NOMINAL - 0.1)}
     higher = {"reliability": list(NOMINAL + 0.05)}
     assert reliability_miss([lower, higher]) == pytest.approx(0.075)
+
+
+
+def test_gaussian_errors_get_their_std_ratio_and_a_gaussian_95_interval():
+    from benchmarks.calibration import fit_calibration
+
+    spread_too_narrow_by = 1.7
+    z = np.abs(np.random.default_rng(0).normal(0.0, spread_too_narrow_by, (4, 50_000)))  # |error| / std
+    fitted = fit_calibration([z])
+    assert fitted.factor == pytest.approx(spread_too_narrow_by, rel=0.02)
+    assert fitted.half_width95 == pytest.approx(1.959964, rel=0.02)
+
+
+def test_heavy_tails_widen_the_95_interval_beyond_a_gaussians_and_both_levels_are_met():
+    from benchmarks.calibration import NOMINAL68, NOMINAL95, fit_calibration
+
+    z = np.abs(np.random.default_rng(1).laplace(0.0, 1.0, 200_000))
+    fitted = fit_calibration([z])
+    assert fitted.factor == pytest.approx(np.percentile(z, 100 * NOMINAL68), rel=0.02)
+    assert fitted.half_width95 > 2.3  # a Laplace's 95 % point is 2.6 times its 68 % point, a Gaussian's 1.96
+    assert np.mean(z / fitted.factor <= 1.0) == pytest.approx(NOMINAL68, abs=0.01)
+    assert np.mean(z / fitted.factor <= fitted.half_width95) == pytest.approx(NOMINAL95, abs=0.01)
+
+
+def test_each_image_counts_once_whatever_its_size():
+    from benchmarks.calibration import fit_calibration
+
+    rng = np.random.default_rng(2)
+    large_image, small_image = np.abs(rng.normal(0, 1.0, 100_000)), np.abs(rng.normal(0, 2.0, 5_000))
+    pooled_fit = np.percentile(np.concatenate([large_image, small_image]), 68.27)
+    factor = fit_calibration([large_image, small_image]).factor
+    assert 1.3 < factor < 1.7 and pooled_fit < 1.1
+
+
+def test_the_calibrated_scores_scale_the_spread_and_read_95_at_the_fitted_half_width():
+    from benchmarks.calibration import Calibration
+
+    z = np.array([0.5, 1.5, 2.5, 3.5])
+    spread, error = np.arange(1.0, 5.0), np.arange(4.0)
+    scores = Calibration(factor=2.0, half_width95=1.5).scores(z, spread, error)
+    assert scores["coverage68"] == pytest.approx(0.5)  # z / 2 = 0.25 0.75 1.25 1.75
+    assert scores["coverage95"] == pytest.approx(0.75)
+    raw = Calibration().scores(z, spread, error)
+    assert raw["coverage68"] == pytest.approx(0.25) and raw["coverage95"] == pytest.approx(0.5)

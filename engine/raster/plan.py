@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from engine.band_sets import MODEL_GRID, BandSet
-from engine.config import BundleConfig, SamplerConfig, override_sampler
+from engine.config import GAUSSIAN_95, BundleConfig, SamplerConfig, override_sampler
 from engine.errors import InputError
 from engine.radiometry import decoding_is_guessed
 from engine.raster.io import InputInfo, output_nodata
@@ -51,6 +51,7 @@ class ModelFacts:
     context_radius: int  # 0: the output at a pixel depends on the whole tile
     inference_tile: int
     sampler: SamplerConfig  # the model's own sampler settings
+    interval95_half_width: float = GAUSSIAN_95  # in the uncertainty output's standard deviations
 
     @classmethod
     def of(cls, config: BundleConfig) -> "ModelFacts":
@@ -59,7 +60,8 @@ class ModelFacts:
                    stage1_indices=tuple(config.stage1_indices),
                    input_bands=config.stage1.cond_channels(config.stage1.out_channels),
                    size_multiple=config.size_multiple, context_radius=config.context_radius or 0,
-                   inference_tile=config.inference_tile, sampler=config.sampler)
+                   inference_tile=config.inference_tile, sampler=config.sampler,
+                   interval95_half_width=config.interval95_half_width)
 
     @property
     def band_count(self) -> int:
@@ -262,5 +264,6 @@ def plan_outputs(model: ModelFacts, settings: InferenceSettings, layout: Channel
                                   layout.uncertainty, wavelengths, fwhm,
                                   f"per-band standard deviation of {samples} samples"
                                   + (" and of the 8-bit input read as sRGB or as a linear stretch" if with_decoding
-                                     else "")))
+                                     else "")
+                                  + f"; central 95 % interval: +/- {model.interval95_half_width:.2f} of it"))
     return tuple(outputs)
