@@ -114,12 +114,12 @@ def image_row(image: TestImage, z: np.ndarray, spread: np.ndarray, error: np.nda
             **calibration.scores(z, spread, error)}
 
 
-def coverage(z_per_image: Sequence[np.ndarray], half_widths: np.ndarray) -> np.ndarray:
-    """The images' mean share of |error| / std within each half-width (each image counts once)."""
+def coverage(z_per_image: Sequence[np.ndarray], thresholds: np.ndarray) -> np.ndarray:
+    """The images' mean share of |error| / std at or below each threshold (each image counts once)."""
     shares = []
     for z in z_per_image:
         ordered = np.sort(np.ravel(z))
-        shares.append(np.searchsorted(ordered, half_widths, side="right") / ordered.size)
+        shares.append(np.searchsorted(ordered, thresholds, side="right") / ordered.size)
     return np.mean(shares, axis=0)
 
 
