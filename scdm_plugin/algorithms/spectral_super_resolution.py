@@ -43,7 +43,7 @@ per-band standard deviation between the samples in the same units (near zero wit
 hardly depends on chance: choose DPM-Solver++ with 10 or more steps for it), scaled by the model's \
 calibration (fitted so that, over held-out scenes, 68 % of the true values lie within one standard \
 deviation; their errors have heavier tails than a Gaussian, so the 95 % interval is wider than 1.96 \
-standard deviations: the output's <i>SCDM_PRODUCT</i> tag gives its half-width; scene by scene coverage \
+standard deviations: the output's SCDM_PRODUCT metadata tag gives its half-width; scene by scene coverage \
 varies widely, see the README); \
 for 8-bit input under <i>Input values</i> auto it also holds the difference between reading the input as \
 sRGB and as a linear stretch (the decoding is a guess; this doubles the time), so it is larger where the \
