@@ -103,8 +103,9 @@ class Calibration:
 
     def scores(self, z: np.ndarray, spread: np.ndarray, error: np.ndarray) -> dict:
         """``spread_scores`` of the calibrated std, the 95 % coverage at the fitted half-width."""
-        scores = spread_scores(z / self.factor, spread * self.factor, error)
-        scores["coverage95"] = float(np.mean(z / self.factor <= self.half_width95))
+        calibrated_z = z / self.factor
+        scores = spread_scores(calibrated_z, spread * self.factor, error)
+        scores["coverage95"] = float(np.mean(calibrated_z <= self.half_width95))
         return scores
 
 

@@ -89,7 +89,6 @@ def test_the_reliability_miss_is_the_mean_distance_from_the_diagonal():
     assert reliability_miss([lower, higher]) == pytest.approx(0.075)
 
 
-
 def test_gaussian_errors_get_their_std_ratio_and_a_gaussian_95_interval():
     from benchmarks.calibration import fit_calibration
 
